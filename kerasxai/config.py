@@ -1,0 +1,202 @@
+"""Typed configuration: dataclasses + YAML files + ``key=value`` overrides.
+
+OmegaConf's structured configs do the type checking: an unknown key, a value of the
+wrong type or a missing required value raises :class:`ConfigError` naming the key.
+One schema serves every CLI (prepare, train, tune, evaluate, predict, export).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key or file and what to do."""
+
+
+@dataclass
+class TileConfig:
+    size: int = 224  # square tile side in pixels (also the model input side)
+    overlap: int = 2  # pixels shared by neighbouring tiles
+    defect_fraction: float = 0.01  # a tile is defective when defect area > this share of it
+    defect_pixels: Optional[int] = None  # ... or > this many pixels (overrides the fraction)
+
+
+@dataclass
+class SplitConfig:
+    train: float = 0.7
+    val: float = 0.1
+    test: float = 0.2
+    seed: int = 42
+
+
+@dataclass
+class DataConfig:
+    reader: str = MISSING  # voc_xml | coco | labelme | deeppcb | mask_dir | synthetic
+    root: str = ""  # dataset folder (unused by `synthetic`)
+    options: dict[str, Any] = field(default_factory=dict)  # reader-specific keyword arguments
+    max_images: Optional[int] = None  # use only the first N source samples (quick runs)
+    cache_dir: str = "data_cache"  # where `prepare` writes tiled datasets
+    mask_threshold: int = 127  # mask images: pixel > threshold is defect (0/1 masks: use 0)
+    tile: TileConfig = field(default_factory=TileConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING  # a name of kerasxai.models.MODEL_NAMES
+    weights: Optional[str] = None  # null | imagenet | path/to/file.weights.h5
+    fusion: str = "max"  # transformers: head fusion mean | max | min
+    discard_ratio: float = 0.9  # transformers: share of smallest attention entries dropped
+    fast_depthwise: str = "auto"  # CNNs: auto (on for JAX on CPU) | on | off
+    dropout: float = 0.0  # dropout before the score head
+
+
+@dataclass
+class ReduceLRConfig:
+    factor: float = 0.1
+    patience: int = 3
+    min_lr: float = 1e-7
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    optimizer: str = "auto"  # auto (Adam for CNNs, AdamW for transformers) | adam | adamw | sgd
+    weight_decay: float = 0.05  # AdamW only
+    flips: bool = True
+    reduce_lr: ReduceLRConfig = field(default_factory=ReduceLRConfig)
+    steps_per_epoch: Optional[int] = None  # cap on batches per epoch (short budgets)
+    max_val_tiles: Optional[int] = None  # cap on validation tiles (short budgets)
+    balance: bool = False  # oversample defective tiles to 50% in training batches
+    teacher_run: Optional[str] = None  # DeiT-distilled: run folder of the teacher model
+    runs_dir: str = "runs"
+    seed: int = 42
+
+
+@dataclass
+class TuneConfig:
+    trials: int = 10
+    lr_min: Optional[float] = None  # null: 1e-4 for CNNs, 1e-5 for transformers
+    lr_max: Optional[float] = None  # null: 1e-2 for CNNs, 1e-4 for transformers
+    batch_sizes: list[int] = field(default_factory=lambda: [32, 64])
+    epochs: Optional[int] = None  # null: train.epochs
+    objective: str = "val_accuracy"
+    dir: str = "tuning"
+
+
+@dataclass
+class EvalConfig:
+    split: str = "test"
+    score_threshold: float = 0.5  # a tile's map counts only when its score is above this
+    pixel_threshold: int = 127  # on the 0..255 min-max normalized map
+    batch_size: int = 32
+    max_tiles: Optional[int] = None
+    fusions: list[str] = field(default_factory=lambda: ["mean", "max", "min"])
+    discard_ratios: list[float] = field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    )
+    baselines: bool = True  # also score Grad-CAM / Grad-CAM++ / gradient rollout / trivial maps
+    overlay_tiles: int = 6  # tiles shown in the overlay figure
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _wrap(exc: OmegaConfBaseException, where: str) -> ConfigError:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+    msg = (getattr(exc, "msg", None) or str(exc)).splitlines()[0]
+    named = f"key '{key}'" if key else "a key"
+    return ConfigError(f"{where}: {named}: {msg}. See the keys of kerasxai.config.Config (README, 'Config keys').")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config, apply ``key=value`` overrides, validate types and required keys."""
+    schema = OmegaConf.structured(Config)
+    layers = [schema]
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' not found: pass an existing YAML file (see configs/).")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as exc:  # yaml.YAMLError and friends
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+        layers.append(loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. data.tile.size=160).")
+    try:
+        merged = OmegaConf.merge(*layers)
+    except OmegaConfBaseException as exc:
+        raise _wrap(exc, str(path or "config")) from exc
+    try:
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError(
+                f"{path or 'config'}: required key '{missing[0]}' has no value: set it in the YAML file "
+                f"or pass {missing[0]}=... on the command line."
+            )
+        cfg = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _wrap(exc, "command-line override" if overrides else str(path or "config")) from exc
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Checks OmegaConf's types cannot express (ranges, choices)."""
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"key '{key}': {what}")
+
+    t = cfg.data.tile
+    need(t.size >= 16, "data.tile.size", f"must be >= 16, got {t.size}")
+    need(0 <= t.overlap < t.size, "data.tile.overlap", f"must be in [0, tile size), got {t.overlap}")
+    need(0 <= t.defect_fraction < 1, "data.tile.defect_fraction", f"must be in [0, 1), got {t.defect_fraction}")
+    s = cfg.data.split
+    for k in ("train", "val", "test"):
+        need(0 <= getattr(s, k) <= 1, f"data.split.{k}", "must be in [0, 1]")
+    need(abs(s.train + s.val + s.test - 1) < 1e-6, "data.split", "train + val + test must sum to 1")
+    need(cfg.model.fusion in ("mean", "max", "min"), "model.fusion", f"must be mean, max or min, got '{cfg.model.fusion}'")
+    need(0 <= cfg.model.discard_ratio < 1, "model.discard_ratio", "must be in [0, 1)")
+    need(cfg.model.fast_depthwise in ("auto", "on", "off"), "model.fast_depthwise", "must be auto, on or off")
+    need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
+    need(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
+    need(cfg.train.learning_rate > 0, "train.learning_rate", "must be > 0")
+    need(cfg.train.optimizer in ("auto", "adam", "adamw", "sgd"), "train.optimizer", "must be auto, adam, adamw or sgd")
+    need(cfg.eval.split in ("train", "val", "test"), "eval.split", "must be train, val or test")
+    for f in cfg.eval.fusions:
+        need(f in ("mean", "max", "min"), "eval.fusions", f"unknown fusion '{f}'")
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML (what a run directory stores)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def add_config_args(parser) -> None:
+    """The ``--config FILE`` and trailing ``key=value`` arguments every CLI shares."""
+    parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
