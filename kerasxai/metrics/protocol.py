@@ -1,0 +1,197 @@
+"""The thesis evaluation protocol (section 2.5), as a streaming accumulator.
+
+Per tile the heatmap is upsampled bilinearly to the tile size, min-max normalized to
+0..255 over the tile's valid pixels and thresholded (value >= ``pixel_threshold``), but
+only when the tile's score is above ``score_threshold``; otherwise the predicted mask is
+empty. Pixels with ``valid == 0`` (tile padding) never count anywhere.
+
+Definitions (all stated here once, tested in tests/test_metrics.py):
+
+- **pooled** precision / recall / F1 / Jaccard / pixel accuracy: one confusion matrix
+  summed over all valid pixels of all tiles (what the thesis tables report).
+- **macro** (per-tile) variants: the same metric per tile, averaged over *defective
+  tiles* (tiles whose ground-truth mask has at least one valid defect pixel). Per-tile F1
+  is ``2TP / (2TP + FP + FN)``, the mean of per-tile F1s (not F1 of the mean P and R).
+- **zero denominators** give 0: precision with no predicted pixel, recall with no defect
+  pixel, F1 / Jaccard with neither. A result over no pixels (or no defective tile for the
+  macro means and the pointing game) is NaN.
+- **constant map** (max == min over the valid pixels): normalized to all zeros, so it
+  predicts no pixel; it is an uninformative map, so its peak is a tie over every pixel.
+- **pointing game**: over defective tiles. The peak is taken on the upsampled map over
+  valid pixels. Ties: a tile scores the *share of its tied maxima that lie inside the
+  mask* (the expected hit of a uniformly random tie-break), so a unique peak scores 0 or
+  1 and a constant map scores the mask's area share. A gated-off tile is a miss (0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["PreparedMaps", "ProtocolMetrics", "prepare_maps", "upsample_bilinear"]
+
+
+@lru_cache(maxsize=32)
+def _interp_matrix(src: int, dst: int) -> np.ndarray:
+    """(dst, src) bilinear weights, half-pixel centres, edge clamp (cv2 INTER_LINEAR)."""
+    m = np.zeros((dst, src), np.float64)
+    pos = (np.arange(dst) + 0.5) * (src / dst) - 0.5
+    pos = np.clip(pos, 0, src - 1)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, src - 1)
+    frac = pos - lo
+    m[np.arange(dst), lo] += 1 - frac
+    m[np.arange(dst), hi] += frac
+    m.setflags(write=False)
+    return m
+
+
+def upsample_bilinear(maps: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize (B, h, w) maps to (B, H, W) bilinearly (half-pixel centres, like OpenCV)."""
+    maps = np.asarray(maps, np.float64)
+    if maps.ndim != 3:
+        raise ValueError(f"heatmaps must be (B, h, w), got shape {maps.shape}")
+    H, W = (size, size) if np.isscalar(size) else size
+    _, h, w = maps.shape
+    out = maps
+    if h != H:
+        out = np.einsum("Hh,bhw->bHw", _interp_matrix(h, H), out)
+    if w != W:
+        out = np.einsum("Ww,bhw->bhW", _interp_matrix(w, W), out)
+    return out
+
+
+@dataclass
+class PreparedMaps:
+    """Per-tile normalized maps and flags shared by every accumulator."""
+
+    maps: np.ndarray  # (B, S, S) float64 in [0, 1]: min-max over valid pixels, 0 where gated/constant
+    raw: np.ndarray  # (B, S, S) float64 upsampled, not normalized (peaks and ties)
+    gate: np.ndarray  # (B,) bool: score above threshold (the map counts)
+    constant: np.ndarray  # (B,) bool: max == min over valid pixels
+    masks: np.ndarray  # (B, S, S) bool ground truth, False on padding
+    valid: np.ndarray  # (B, S, S) bool
+
+
+def prepare_maps(scores, heatmaps, masks, valid=None, score_threshold: float | None = 0.5) -> PreparedMaps:
+    """Upsample, min-max normalize (over valid pixels) and gate one batch.
+
+    ``scores`` (B,) or (B, 1); ``heatmaps`` (B, h, w) any resolution; ``masks`` (B, S, S)
+    {0,1}; ``valid`` (B, S, S) {0,1} or None (all valid). ``score_threshold=None`` keeps
+    every map (no gating).
+    """
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (B, S, S), got shape {masks.shape}")
+    B, S, S2 = masks.shape
+    valid = np.ones(masks.shape, bool) if valid is None else np.asarray(valid).astype(bool)
+    if valid.shape != masks.shape:
+        raise ValueError(f"valid {valid.shape} and masks {masks.shape} must have the same shape")
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    heatmaps = np.asarray(heatmaps)
+    if scores.shape[0] != B or heatmaps.shape[0] != B:
+        raise ValueError(f"batch sizes differ: scores {scores.shape[0]}, heatmaps {heatmaps.shape[0]}, masks {B}")
+    raw = upsample_bilinear(heatmaps, (S, S2))
+    hi = np.where(valid, raw, -np.inf).max(axis=(1, 2))
+    lo = np.where(valid, raw, np.inf).min(axis=(1, 2))
+    span = hi - lo
+    constant = ~(span > 0)  # also True for a tile without valid pixels
+    safe = np.where(constant, 1.0, span)
+    maps = (raw - lo[:, None, None]) / safe[:, None, None]
+    gate = np.ones(B, bool) if score_threshold is None else scores > score_threshold
+    keep = (gate & ~constant)[:, None, None] & valid
+    maps = np.where(keep, np.clip(maps, 0.0, 1.0), 0.0)
+    return PreparedMaps(maps, raw, gate, constant, masks.astype(bool) & valid, valid)
+
+
+def _safe_div(num, den):
+    num = np.asarray(num, np.float64)
+    den = np.asarray(den, np.float64)
+    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
+
+
+class ProtocolMetrics:
+    """Streaming thesis-protocol metrics (pooled, macro, pointing game); O(1) memory.
+
+    Args:
+        score_threshold: a tile's map counts only when its score is above this (None: all).
+        pixel_threshold: predicted defect where the 0..255 normalized map is >= this.
+
+    Example:
+        >>> m = ProtocolMetrics()
+        >>> m.update(scores, heatmaps, masks, valid)  # per batch
+        >>> m.result()["pooled_f1"]
+    """
+
+    MACRO = ("precision", "recall", "f1", "jaccard", "accuracy")
+
+    def __init__(self, score_threshold: float | None = 0.5, pixel_threshold: float = 127):
+        self.score_threshold = score_threshold
+        self.pixel_threshold = float(pixel_threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        self.tp = self.fp = self.fn = self.tn = 0
+        self.tiles = 0
+        self.defective = 0
+        self.macro_sums = dict.fromkeys(self.MACRO, 0.0)
+        self.pointing_sum = 0.0
+
+    def update(self, scores, heatmaps, masks, valid=None) -> None:
+        self.update_prepared(prepare_maps(scores, heatmaps, masks, valid, self.score_threshold))
+
+    def update_prepared(self, p: PreparedMaps) -> None:
+        pred = (p.maps * 255.0 >= self.pixel_threshold) & p.gate[:, None, None] & ~p.constant[:, None, None] & p.valid
+        gt = p.masks
+        tp = (pred & gt).sum(axis=(1, 2))
+        fp = (pred & ~gt).sum(axis=(1, 2))
+        fn = (~pred & gt).sum(axis=(1, 2))
+        n = p.valid.sum(axis=(1, 2))
+        tn = n - tp - fp - fn
+        self.tp += int(tp.sum())
+        self.fp += int(fp.sum())
+        self.fn += int(fn.sum())
+        self.tn += int(tn.sum())
+        self.tiles += int((n > 0).sum())
+
+        d = gt.any(axis=(1, 2))
+        self.defective += int(d.sum())
+        per = {
+            "precision": _safe_div(tp, tp + fp),
+            "recall": _safe_div(tp, tp + fn),
+            "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+            "jaccard": _safe_div(tp, tp + fp + fn),
+            "accuracy": _safe_div(tp + tn, n),
+        }
+        for k, v in per.items():
+            self.macro_sums[k] += float(v[d].sum())
+
+        # Pointing game on the upsampled map (normalization is monotone, ties are exact).
+        peak = np.where(p.valid, p.raw, -np.inf).max(axis=(1, 2))
+        tied = (p.raw == peak[:, None, None]) & p.valid
+        tied |= p.constant[:, None, None] & p.valid  # a constant map: every pixel ties
+        hit = _safe_div((tied & gt).sum(axis=(1, 2)), tied.sum(axis=(1, 2)))
+        hit = np.where(p.gate, hit, 0.0)
+        self.pointing_sum += float(hit[d].sum())
+
+    def result(self) -> dict:
+        tp, fp, fn, tn = self.tp, self.fp, self.fn, self.tn
+        total = tp + fp + fn + tn
+        nan = float("nan")
+        out = {
+            "pooled_precision": float(_safe_div(tp, tp + fp)),
+            "pooled_recall": float(_safe_div(tp, tp + fn)),
+            "pooled_f1": float(_safe_div(2 * tp, 2 * tp + fp + fn)),
+            "pooled_jaccard": float(_safe_div(tp, tp + fp + fn)),
+            "pooled_accuracy": float(_safe_div(tp + tn, total)),
+        }
+        if total == 0:
+            out = dict.fromkeys(out, nan)
+        for k in self.MACRO:
+            out[f"macro_{k}"] = self.macro_sums[k] / self.defective if self.defective else nan
+        out["pointing_game"] = self.pointing_sum / self.defective if self.defective else nan
+        out["tiles"] = self.tiles
+        out["defective_tiles"] = self.defective
+        return out
