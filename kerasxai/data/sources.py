@@ -1,0 +1,510 @@
+"""Dataset readers: turn an annotated dataset into lazy ``Sample``s (image + binary defect mask).
+
+All defect categories merge into one "defect" class (binary task, as in the study). Readers
+only list files (and check that images exist); images are decoded when a sample is loaded.
+
+Pixel conventions for rasterization (x to the right, y down, pixel (0, 0) top-left):
+- ``deeppcb``: ``x1 y1 x2 y2`` are 0-based corner coordinates, the box covers columns
+  ``x1 .. x2-1`` and rows ``y1 .. y2-1`` (width ``x2 - x1``); ``x2 <= W`` and ``y2 <= H``.
+- ``voc_xml``: Pascal VOC boxes are 1-based and inclusive: columns ``xmin-1 .. xmax-1``.
+- ``coco`` boxes ``[x, y, w, h]`` cover columns ``round(x) .. round(x + w) - 1``.
+- polygons (``coco``, ``labelme``) and labelme rectangles: vertices are pixel indices; the
+  pixels inside or on the outline are defect (``cv2.fillPoly``, as LabelMe's own export does).
+A box or polygon reaching outside the image (by more than half a pixel) is a ``DataError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+
+from . import synthetic as _synthetic
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+SAMPLE_PREFIX = "sample:"
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file or key and what to do."""
+
+
+# ---------------------------------------------------------------------------- Sample
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode ``path`` to (H, W, 3) uint8 RGB (grayscale replicated, alpha dropped)."""
+    if not os.path.isfile(path):
+        raise DataError(f"image '{path}' not found: fix the path or remove it from the annotations.")
+    data = np.fromfile(path, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DataError(f"image '{path}' could not be decoded (corrupt or unsupported format): replace or remove it.")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One source image. ``load_image``/``load_mask`` decode lazily; ``load`` decodes once."""
+
+    id: str
+    group: str
+    path: str
+    mask_fn: Optional[Callable[[int, int], np.ndarray]] = field(default=None, compare=False, repr=False)
+    image_fn: Optional[Callable[[], np.ndarray]] = field(default=None, compare=False, repr=False)
+
+    def load_image(self) -> np.ndarray:
+        return self.image_fn() if self.image_fn is not None else read_image(self.path)
+
+    def load(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(image (H, W, 3) uint8 RGB, mask (H, W) uint8 {0, 1})``."""
+        image = self.load_image()
+        h, w = image.shape[:2]
+        if self.mask_fn is None:
+            return image, np.zeros((h, w), np.uint8)
+        mask = np.asarray(self.mask_fn(h, w), np.uint8)
+        if mask.shape != (h, w):
+            raise DataError(f"mask of '{self.path}' is {mask.shape[1]}x{mask.shape[0]} but the image is {w}x{h}: fix the mask file.")
+        return image, mask
+
+    def load_mask(self) -> np.ndarray:
+        return self.load()[1]
+
+
+# ------------------------------------------------------------------- rasterization
+
+
+def _check_inside(x0, y0, x1, y1, w, h, where: str):
+    if x0 < -0.5 or y0 < -0.5 or x1 > w + 0.5 or y1 > h + 0.5 or x1 < x0 or y1 < y0:
+        raise DataError(
+            f"{where}: box/shape ({x0}, {y0}, {x1}, {y1}) lies outside the {w}x{h} image or is inverted: "
+            "fix or remove this annotation."
+        )
+
+
+def _fill_box(mask, c0, r0, c1, r1):
+    """Fill columns c0..c1-1 and rows r0..r1-1 (half-open, clipped)."""
+    h, w = mask.shape
+    mask[max(r0, 0):min(r1, h), max(c0, 0):min(c1, w)] = 1
+
+
+def _fill_polygon(mask, points, where: str):
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(pts) < 3:
+        raise DataError(f"{where}: a polygon needs at least 3 points, got {len(pts)}: fix or remove it.")
+    h, w = mask.shape
+    _check_inside(pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max() + 1, pts[:, 1].max() + 1, w, h, where)
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+
+
+def boxes_mask(h, w, boxes, where: str, convention: str) -> np.ndarray:
+    """Mask of boxes. ``convention``: "corners" (x1 y1 x2 y2, end exclusive), "voc" (1-based
+    inclusive), "xywh" (COCO)."""
+    mask = np.zeros((h, w), np.uint8)
+    for b in boxes:
+        a, b_, c, d = (float(v) for v in b)
+        if convention == "voc":
+            x0, y0, x1, y1 = a - 1, b_ - 1, c, d
+        elif convention == "xywh":
+            x0, y0, x1, y1 = a, b_, a + c, b_ + d
+        else:
+            x0, y0, x1, y1 = a, b_, c, d
+        _check_inside(x0, y0, x1, y1, w, h, where)
+        c0, r0 = int(round(x0)), int(round(y0))
+        _fill_box(mask, c0, r0, max(int(round(x1)), c0 + 1), max(int(round(y1)), r0 + 1))
+    return mask
+
+
+# ------------------------------------------------------------------------ readers
+
+
+def _root(root) -> Path:
+    p = Path(resolve_root(str(root)))
+    if not p.is_dir():
+        raise DataError(f"data.root '{root}' is not a folder: set data.root to the dataset folder.")
+    return p
+
+
+def resolve_root(root: str) -> str:
+    """``sample:NAME`` -> the bundled ``kerasxai/sample_data/NAME`` folder; other paths unchanged."""
+    if root.startswith(SAMPLE_PREFIX):
+        name = root[len(SAMPLE_PREFIX):]
+        base = Path(__file__).resolve().parents[1] / "sample_data"
+        path = base / name
+        if not path.is_dir():
+            have = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
+            raise DataError(f"data.root '{root}': no bundled sample '{name}' (have: {', '.join(have) or 'none'}).")
+        return str(path)
+    return root
+
+
+def _need_file(path: Path, what: str) -> str:
+    if not path.is_file():
+        raise DataError(f"{what} '{path}' not found: fix the path or remove it from the annotations.")
+    return str(path)
+
+
+def _deeppcb_mask(h, w, ann: str):
+    boxes = []
+    try:
+        with open(ann) as f:
+            for n, line in enumerate(f, 1):
+                parts = line.replace(",", " ").split()
+                if not parts:
+                    continue
+                if len(parts) < 4:
+                    raise DataError(f"annotation '{ann}' line {n}: expected 'x1 y1 x2 y2 type', got '{line.strip()}'.")
+                boxes.append([float(v) for v in parts[:4]])
+    except FileNotFoundError:
+        raise DataError(f"annotation '{ann}' not found: restore it or remove the pair from the list file.") from None
+    except ValueError as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"annotation '{ann}': not numbers ({exc}).") from None
+    return boxes_mask(h, w, boxes, f"annotation '{ann}'", "corners")
+
+
+def read_deeppcb(root, list_file: str = "trainval.txt", templates: bool = True) -> list[Sample]:
+    """DeepPCB pairs (Tang et al. 2019): tested image (boxes -> mask) and template (empty mask).
+
+    ``root`` holds ``PCBData/<list_file>`` (or is ``PCBData``); each line names
+    ``groupG/N/NNNNNNNN.jpg groupG/N_not/NNNNNNNN.txt``; the files are ``NNNNNNNN_test.jpg`` and
+    ``NNNNNNNN_temp.jpg``. Both share the group ``NNNNNNNN`` so they land in one split.
+    """
+    root = _root(root)
+    base = root / "PCBData" if (root / "PCBData").is_dir() else root
+    listing = base / list_file
+    if not listing.is_file():
+        raise DataError(f"DeepPCB list file '{listing}' not found: set data.root to the folder holding PCBData/.")
+    samples = []
+    for n, line in enumerate(listing.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise DataError(f"'{listing}' line {n}: expected '<image.jpg> <annotation.txt>', got '{line.strip()}'.")
+        img, ann = base / parts[0], base / parts[1]
+        stem = img.with_suffix("")
+        pair = img.stem
+        test = _need_file(Path(f"{stem}_test.jpg"), "DeepPCB image")
+        samples.append(Sample(f"{pair}_test", pair, test, functools.partial(_deeppcb_mask, ann=str(ann))))
+        if templates:
+            temp = _need_file(Path(f"{stem}_temp.jpg"), "DeepPCB template")
+            samples.append(Sample(f"{pair}_temp", pair, temp))
+    return samples
+
+
+@functools.lru_cache(maxsize=8)
+def _synthetic_pair(size, seed, index):
+    return _synthetic.make_one(size, seed, index)  # image then mask: generate once
+
+
+def _synthetic_image(size, seed, index):
+    return _synthetic_pair(size, seed, index)[0]
+
+
+def _synthetic_mask(h, w, size, seed, index):
+    return _synthetic_pair(size, seed, index)[1]
+
+
+def read_synthetic(root="", count: int = 64, height: int = 256, width: int = 256, seed: int = 0) -> list[Sample]:
+    """Procedural images with exact defect masks (``kerasxai.data.synthetic``); ``root`` unused."""
+    size = (int(height), int(width))
+    return [
+        Sample(
+            f"synthetic_{seed}_{i:05d}", f"synthetic_{seed}_{i:05d}", f"synthetic://{seed}/{i}",
+            functools.partial(_synthetic_mask, size=size, seed=seed, index=i),
+            functools.partial(_synthetic_image, size, seed, i),
+        )
+        for i in range(int(count))
+    ]
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _find_image(folder: Path, stem: str) -> Optional[Path]:
+    for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _voc_mask(h, w, xml: str):
+    try:
+        tree = ET.parse(xml)
+    except (ET.ParseError, OSError) as exc:
+        raise DataError(f"annotation '{xml}' is not valid Pascal VOC XML ({exc}): fix or remove it.") from None
+    boxes = []
+    for obj in tree.getroot().iter("object"):
+        bb = obj.find("bndbox")
+        if bb is None:
+            continue
+        try:
+            boxes.append([float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+        except (TypeError, ValueError):
+            raise DataError(f"annotation '{xml}': a <bndbox> lacks numeric xmin/ymin/xmax/ymax.") from None
+    return boxes_mask(h, w, boxes, f"annotation '{xml}'", "voc")
+
+
+def read_voc_xml(root, images: str = "images", annotations: str = "Annotations") -> list[Sample]:
+    """Pascal VOC boxes: ``Annotations/<Class>/<name>.xml`` beside ``images/<Class>/<name>.jpg``.
+
+    Every image under ``images/`` is a sample; one without an XML file has an empty mask. An
+    XML file whose image is missing is a ``DataError``.
+    """
+    root = _root(root)
+    img_dir, ann_dir = root / images, root / annotations
+    if not ann_dir.is_dir() and not img_dir.is_dir():
+        raise DataError(f"voc_xml: neither '{img_dir}' nor '{ann_dir}' exists: set data.root / data.options.")
+    by_key = {}
+    for p in _list_images(img_dir) if img_dir.is_dir() else []:
+        by_key[p.relative_to(img_dir).with_suffix("").as_posix()] = p
+    xmls = sorted(ann_dir.rglob("*.xml")) if ann_dir.is_dir() else []
+    xml_by_key = {x.relative_to(ann_dir).with_suffix("").as_posix(): x for x in xmls}
+    for key, x in xml_by_key.items():
+        if key not in by_key:
+            found = _find_image((img_dir / key).parent, Path(key).name)
+            if found is None:
+                raise DataError(
+                    f"image for annotation '{x}' not found (looked for '{img_dir / key}.jpg/.png/...'): "
+                    "add the image or remove the annotation."
+                )
+            by_key[key] = found
+    samples = []
+    for key in sorted(by_key):
+        x = xml_by_key.get(key)
+        fn = functools.partial(_voc_mask, xml=str(x)) if x is not None else None
+        samples.append(Sample(key, key, str(by_key[key]), fn))
+    return samples
+
+
+def _rle_decode(rle: dict, h: int, w: int, where: str) -> np.ndarray:
+    counts = rle.get("counts")
+    if not isinstance(counts, list):
+        raise DataError(
+            f"{where}: compressed RLE segmentation is not supported: export polygons or uncompressed RLE "
+            "(counts as a list of ints)."
+        )
+    size = rle.get("size", [h, w])
+    if list(size) != [h, w]:
+        raise DataError(f"{where}: RLE size {size} differs from the image size [{h}, {w}].")
+    flat = np.zeros(h * w, np.uint8)
+    pos, val = 0, 0
+    for c in counts:
+        flat[pos:pos + int(c)] = val
+        pos += int(c)
+        val = 1 - val
+    return flat.reshape(w, h).T  # COCO RLE is column-major
+
+
+def _coco_mask(h, w, anns, where: str):
+    mask = np.zeros((h, w), np.uint8)
+    for a in anns:
+        seg = a.get("segmentation")
+        if isinstance(seg, list) and seg:
+            polys = seg if isinstance(seg[0], (list, tuple)) else [seg]
+            for poly in polys:
+                _fill_polygon(mask, poly, where)
+        elif isinstance(seg, dict):
+            mask |= _rle_decode(seg, h, w, where)
+        elif a.get("bbox") is not None:
+            mask |= boxes_mask(h, w, [a["bbox"]], where, "xywh")
+    return mask
+
+
+def _load_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"'{path}' is not valid JSON ({exc}): fix or remove it.") from None
+
+
+def read_coco(root, annotations: Optional[str] = None, images: str = "") -> list[Sample]:
+    """COCO JSON: one file (``annotations``, relative to root) or one JSON per image under root.
+
+    Image paths (``file_name``) resolve against ``root/images``, then the JSON's folder (then the
+    JSON's stem with an image extension). Segmentation polygons are used when present, else the
+    box; uncompressed RLE is decoded, compressed RLE is rejected with a clear message.
+    """
+    root = _root(root)
+    files = [root / annotations] if annotations else sorted(root.rglob("*.json"))
+    if annotations and not files[0].is_file():
+        raise DataError(f"COCO file '{files[0]}' not found: fix data.options.annotations.")
+    samples = []
+    for jf in files:
+        doc = _load_json(jf)
+        if not isinstance(doc, dict) or "annotations" not in doc:
+            if annotations:
+                raise DataError(f"'{jf}' has no 'annotations' list: not a COCO file.")
+            continue
+        entries = doc.get("images") or [{"id": None, "file_name": None}]
+        for entry in entries:
+            anns = [a for a in doc["annotations"] if entry["id"] is None or a.get("image_id") == entry["id"]]
+            name = entry.get("file_name")
+            cands = [root / images / name, jf.parent / name] if name else []
+            path = next((c for c in cands if c.is_file()), None)
+            if path is None and len(entries) == 1:
+                path = _find_image(jf.parent, jf.stem)
+            if path is None:
+                raise DataError(f"image '{name or jf.stem}' of '{jf}' not found (looked in {root / images} and {jf.parent}).")
+            key = path.relative_to(root).with_suffix("").as_posix() if path.is_relative_to(root) else path.stem
+            where = f"annotation '{jf}' (image '{name or path.name}')"
+            samples.append(Sample(key, key, str(path), functools.partial(_coco_mask, anns=anns, where=where)))
+    return samples
+
+
+def _labelme_mask(h, w, json_path: str):
+    doc = _load_json(Path(json_path))
+    mask = np.zeros((h, w), np.uint8)
+    where = f"annotation '{json_path}'"
+    for shape in doc.get("shapes", []):
+        kind = shape.get("shape_type") or "polygon"
+        pts = np.asarray(shape.get("points", []), np.float64).reshape(-1, 2)
+        if kind == "polygon":
+            _fill_polygon(mask, pts, where)
+        elif kind == "rectangle":
+            (x0, y0), (x1, y1) = np.min(pts[:2], 0), np.max(pts[:2], 0)
+            _check_inside(x0, y0, x1 + 1, y1 + 1, w, h, where)
+            _fill_box(mask, int(round(x0)), int(round(y0)), int(round(x1)) + 1, int(round(y1)) + 1)
+        elif kind == "circle":
+            (cx, cy), (px, py) = pts[0], pts[1]
+            r = float(np.hypot(px - cx, py - cy))
+            _check_inside(cx - r, cy - r, cx + r + 1, cy + r + 1, w, h, where)
+            cv2.circle(mask, (int(round(cx)), int(round(cy))), int(round(r)), 1, -1)
+        else:
+            raise DataError(f"{where}: shape type '{kind}' is not supported (use polygon, rectangle or circle).")
+    return mask
+
+
+def read_labelme(root) -> list[Sample]:
+    """LabelMe JSON (polygons, rectangles, circles) beside the images; images without JSON are good."""
+    root = _root(root)
+    by_key, ann = {}, {}
+    for p in _list_images(root):
+        by_key[p.relative_to(root).with_suffix("").as_posix()] = p
+    for jf in sorted(root.rglob("*.json")):
+        doc = _load_json(jf)
+        if not isinstance(doc, dict) or "shapes" not in doc:
+            continue
+        name = doc.get("imagePath")
+        path = (jf.parent / name) if name else None
+        if path is None or not path.is_file():
+            path = _find_image(jf.parent, jf.stem)
+        if path is None:
+            raise DataError(f"image '{name or jf.stem}' of LabelMe file '{jf}' not found: add it or remove the JSON.")
+        key = path.relative_to(root).with_suffix("").as_posix() if path.is_relative_to(root) else path.stem
+        by_key[key] = path
+        ann[key] = jf
+    return [
+        Sample(k, k, str(by_key[k]), functools.partial(_labelme_mask, json_path=str(ann[k])) if k in ann else None)
+        for k in sorted(by_key)
+    ]
+
+
+def _mask_file(h, w, path: str, threshold: int, image: str):
+    data = np.fromfile(path, np.uint8)
+    m = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if m is None:
+        raise DataError(f"mask '{path}' (for '{image}') could not be decoded: replace it.")
+    if m.ndim == 3:
+        m = m[..., :3].max(axis=2)
+    return (m > threshold).astype(np.uint8)
+
+
+def read_mask_dir(
+    root,
+    images: str = "",
+    masks: Optional[str] = None,
+    mask_pattern: str = "{dir}/{stem}_mask.png",
+    missing_mask: str = "empty",
+    threshold: int = 127,
+) -> list[Sample]:
+    """Images with mask images, matched by a file-name pattern.
+
+    Images are listed under ``root/images``; a mask is ``root/masks/<mask_pattern>`` (``masks``
+    null: beside the images, i.e. ``root/images``). Pattern fields: ``{dir}`` (the image's folder
+    relative to the image root, "." at the top), ``{stem}``, ``{name}``, ``{ext}``. MVTec AD:
+    ``images: test, masks: ground_truth`` with the default pattern. An image without a mask is
+    defect-free (``missing_mask: empty``) or an error (``missing_mask: error``). Mask pixels
+    ``> threshold`` are defect (``data.mask_threshold``; 0/1 masks need 0). Files that are masks
+    of other images are not listed as images.
+    """
+    root = _root(root)
+    img_dir = root / images
+    mask_dir = root / masks if masks is not None else img_dir
+    if not img_dir.is_dir():
+        raise DataError(f"mask_dir: image folder '{img_dir}' not found: fix data.root or data.options.images.")
+    if missing_mask not in ("empty", "error"):
+        raise DataError(f"data.options.missing_mask must be 'empty' or 'error', got '{missing_mask}'.")
+    files = _list_images(img_dir)
+    pairs = []
+    for p in files:
+        rel = p.relative_to(img_dir)
+        try:
+            name = mask_pattern.format(dir=rel.parent.as_posix(), stem=p.stem, name=p.name, ext=p.suffix)
+        except (KeyError, IndexError) as exc:
+            raise DataError(f"data.options.mask_pattern '{mask_pattern}': unknown field {exc} (use dir, stem, name, ext).") from None
+        pairs.append((p, rel, os.path.normpath(mask_dir / name)))
+    mask_set = {m for _, _, m in pairs}
+    samples = []
+    for p, rel, m in pairs:
+        if os.path.normpath(p) in mask_set:
+            continue
+        key = rel.with_suffix("").as_posix()
+        if os.path.isfile(m):
+            fn = functools.partial(_mask_file, path=m, threshold=int(threshold), image=str(p))
+        elif missing_mask == "error":
+            raise DataError(f"mask '{m}' for image '{p}' not found (data.options.missing_mask: error).")
+        else:
+            fn = None
+        samples.append(Sample(key, key, str(p), fn))
+    return samples
+
+
+READERS: dict[str, Callable[..., list[Sample]]] = {
+    "voc_xml": read_voc_xml,
+    "coco": read_coco,
+    "labelme": read_labelme,
+    "deeppcb": read_deeppcb,
+    "mask_dir": read_mask_dir,
+    "synthetic": read_synthetic,
+}
+
+
+def read_samples(data_cfg) -> list[Sample]:
+    """List the samples of ``data_cfg`` (reader, root, options, max_images, mask_threshold)."""
+    name = data_cfg.reader
+    if name not in READERS:
+        raise DataError(f"data.reader '{name}' is unknown: use one of {', '.join(READERS)}.")
+    fn = READERS[name]
+    options = dict(data_cfg.options or {})
+    params = inspect.signature(fn).parameters
+    if "threshold" in params and "threshold" not in options:
+        options["threshold"] = data_cfg.mask_threshold
+    unknown = [k for k in options if k not in params or k == "root"]
+    if unknown:
+        allowed = [k for k in params if k != "root"]
+        raise DataError(f"data.options.{unknown[0]} is not an option of reader '{name}' (options: {', '.join(allowed) or 'none'}).")
+    if name != "synthetic" and not data_cfg.root:
+        raise DataError(f"data.root is empty: set it to the dataset folder for reader '{name}'.")
+    samples = fn(data_cfg.root, **options)
+    if data_cfg.max_images is not None:
+        samples = samples[: int(data_cfg.max_images)]
+    if not samples:
+        raise DataError(f"data.root '{data_cfg.root}' (reader '{name}') yields no images: check the folder and data.options.")
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DataError(f"reader '{name}' found two images with id '{dup}': give images unique names.")
+    return samples
