@@ -7,10 +7,11 @@ is traced once, not once per image), and puts the per-tile maps back into one fu
 map with :func:`kerasxai.data.tiling.stitch`.
 
 Per tile, as in the evaluation protocol (DESIGN.md): the native heatmap is upsampled
-bilinearly to the tile size and min-max normalized to 0..1; a tile whose score is at or below
+bilinearly to the tile size and min-max normalized to 0..1 over its valid (non-padding) pixels, exactly as
+:func:`kerasxai.metrics.protocol.prepare_maps` does for evaluation; a tile whose score is at or below
 ``score_threshold`` contributes no defect evidence (its map is zeroed but it still counts in
 the overlap average, so no seam appears where it meets a defective tile). The stitched map is
-thresholded at ``pixel_threshold / 255`` (127/255: the protocol's ">= 127 on 0..255"), and the
+thresholded as the protocol does (``map * 255 >= pixel_threshold``, 127 by default), and the
 connected components (8-connectivity) of that mask become regions with a box
 ``[x1, y1, x2, y2]`` (x2, y2 exclusive), an area in pixels and a score = max over the
 component of heatmap x score of the tiles covering the pixel.
@@ -33,6 +34,7 @@ import cv2
 import numpy as np
 
 from kerasxai.data.tiling import TileGrid, stitch, tile_image
+from kerasxai.metrics.protocol import prepare_maps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TIMING_KEYS = ("read", "tiling", "model", "stitch", "postprocess", "render", "write")
@@ -144,21 +146,18 @@ class Localization:
 
 
 # ----------------------------------------------------------------------------- pure steps
-def tile_maps(scores: np.ndarray, heatmaps: np.ndarray, tile_size: int, score_threshold: float) -> np.ndarray:
-    """Per-tile maps for stitching: upsample (bilinear, half-pixel centres) to the tile size,
-    min-max normalize to 0..1 per tile (a constant map -> 0), zero tiles with score <= threshold.
-    ``scores`` (N,), ``heatmaps`` (N, h, w) -> (N, S, S) float32."""
-    out = np.zeros((len(heatmaps), tile_size, tile_size), np.float32)
-    for i, (s, m) in enumerate(zip(scores, heatmaps)):
-        if not s > score_threshold:
-            continue
-        m = np.asarray(m, np.float32)
-        if m.shape != (tile_size, tile_size):
-            m = cv2.resize(m, (tile_size, tile_size), interpolation=cv2.INTER_LINEAR)
-        lo, hi = float(m.min()), float(m.max())
-        if hi > lo:
-            out[i] = (m - lo) / (hi - lo)
-    return out
+def tile_maps(scores: np.ndarray, heatmaps: np.ndarray, tile_size: int, score_threshold: float,
+              valid: np.ndarray | None = None) -> np.ndarray:
+    """Per-tile maps for stitching, exactly as the evaluation protocol prepares them
+    (:func:`kerasxai.metrics.protocol.prepare_maps`): upsample bilinearly (half-pixel centres)
+    to the tile size, min-max normalize to 0..1 over the tile's valid (non-padding) pixels, a
+    constant map -> 0, tiles with score <= threshold -> 0.
+    ``scores`` (N,), ``heatmaps`` (N, h, w), ``valid`` (N, S, S) -> (N, S, S) float32."""
+    n = len(heatmaps)
+    if n == 0:
+        return np.zeros((0, tile_size, tile_size), np.float32)
+    blank = np.zeros((n, tile_size, tile_size), np.uint8)
+    return prepare_maps(scores, heatmaps, blank, valid, score_threshold=score_threshold).maps.astype(np.float32)
 
 
 def extract_regions(heatmap: np.ndarray, mask: np.ndarray, score_map: np.ndarray | None = None) -> list[Region]:
@@ -183,18 +182,20 @@ def extract_regions(heatmap: np.ndarray, mask: np.ndarray, score_map: np.ndarray
 
 
 def assemble(scores, heatmaps, positions, image_hw, grid: TileGrid, *, score_threshold=0.5,
-             pixel_threshold=127, timings: dict | None = None) -> Localization:
-    """Model outputs of one image's tiles -> :class:`Localization` (stitch, threshold, regions)."""
+             pixel_threshold=127, valid=None, timings: dict | None = None) -> Localization:
+    """Model outputs of one image's tiles -> :class:`Localization` (stitch, threshold, regions).
+
+    ``valid`` (N, S, S): the tiles' non-padding pixels (from ``tile_image``); None = all."""
     t0 = time.perf_counter()
     scores = np.asarray(scores, np.float32).reshape(-1)
-    maps = tile_maps(scores, heatmaps, grid.size, score_threshold)
+    maps = tile_maps(scores, heatmaps, grid.size, score_threshold, valid)
     s = grid.size
     # Channel 0: gated normalized map; channel 1: the tile score, for region scores.
     both = np.stack([maps, np.broadcast_to(scores[:, None, None], (len(scores), s, s))], axis=-1)
     stitched = stitch(both, positions, image_hw, grid)
     heatmap, score_map = np.ascontiguousarray(stitched[..., 0]), stitched[..., 1]
     t1 = time.perf_counter()
-    mask = (heatmap >= pixel_threshold / 255.0).astype(np.uint8)
+    mask = (heatmap * 255.0 >= pixel_threshold).astype(np.uint8)
     regions = extract_regions(heatmap, mask, score_map)
     t2 = time.perf_counter()
     if timings is not None:
@@ -279,26 +280,26 @@ class Localizer:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise LocalizeError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-        tiles, _, positions = tile_image(image, self.grid)
+        tiles, valid, positions = tile_image(image, self.grid)
         self.timings["tiling"] += time.perf_counter() - t0
-        return tiles, positions, image.shape[:2]
+        return tiles, valid, positions, image.shape[:2]
 
-    def _assemble(self, scores, heats, positions, hw) -> Localization:
+    def _assemble(self, scores, heats, valid, positions, hw) -> Localization:
         return assemble(scores, heats, positions, hw, self.grid, score_threshold=self.score_threshold,
-                        pixel_threshold=self.pixel_threshold, timings=self.timings)
+                        pixel_threshold=self.pixel_threshold, valid=valid, timings=self.timings)
 
     def localize(self, image: np.ndarray) -> Localization:
         """One (H, W, 3) uint8 RGB image (or (H, W) gray) of any size -> :class:`Localization`."""
-        tiles, positions, hw = self._tile(image)
+        tiles, valid, positions, hw = self._tile(image)
         scores, heats = self.predict_tiles(tiles)
-        return self._assemble(scores, heats, positions, hw)
+        return self._assemble(scores, heats, valid, positions, hw)
 
     def localize_stream(self, items: Iterable[tuple[object, np.ndarray]]) -> Iterator[tuple[object, Localization]]:
         """``(key, image)`` pairs -> ``(key, Localization)`` in the same order.
 
         Tiles of consecutive images fill the same batches; an image is yielded as soon as all
         its tiles have been through the model."""
-        pending: deque = deque()  # [key, positions, hw, n_tiles, scores list, heats list]
+        pending: deque = deque()  # [key, positions, hw, n_tiles, scores list, heats list, valid]
         buffer: list[np.ndarray] = []  # tile arrays not yet run, in order
         n_buffered = 0
 
@@ -323,12 +324,12 @@ class Localizer:
 
         def finished():
             while pending and sum(len(s) for s in pending[0][4]) == pending[0][3]:
-                key, positions, hw, _, sc, he = pending.popleft()
-                yield key, self._assemble(np.concatenate(sc), np.concatenate(he), positions, hw)
+                key, positions, hw, _, sc, he, valid = pending.popleft()
+                yield key, self._assemble(np.concatenate(sc), np.concatenate(he), valid, positions, hw)
 
         for key, image in items:
-            tiles, positions, hw = self._tile(image)
-            pending.append([key, positions, hw, len(tiles), [], []])
+            tiles, valid, positions, hw = self._tile(image)
+            pending.append([key, positions, hw, len(tiles), [], [], valid])
             buffer.append(tiles)
             n_buffered += len(tiles)
             while n_buffered >= self.batch_size:
