@@ -308,7 +308,7 @@ def _rle_decode(rle: dict, h: int, w: int, where: str) -> np.ndarray:
     return flat.reshape(w, h).T  # COCO RLE is column-major
 
 
-def _coco_mask(h, w, anns, where: str):
+def _coco_mask(h, w, anns, where: str, source: str = ""):
     mask = np.zeros((h, w), np.uint8)
     for a in anns:
         seg = a.get("segmentation")
@@ -349,8 +349,11 @@ def read_coco(root, annotations: Optional[str] = None, images: str = "") -> list
                 raise DataError(f"'{jf}' has no 'annotations' list: not a COCO file.")
             continue
         entries = doc.get("images") or [{"id": None, "file_name": None}]
+        by_image = {}
+        for a in doc["annotations"]:
+            by_image.setdefault(a.get("image_id"), []).append(a)
         for entry in entries:
-            anns = [a for a in doc["annotations"] if entry["id"] is None or a.get("image_id") == entry["id"]]
+            anns = doc["annotations"] if entry.get("id") is None else by_image.get(entry["id"], [])
             name = entry.get("file_name")
             cands = [root / images / name, jf.parent / name] if name else []
             path = next((c for c in cands if c.is_file()), None)
@@ -360,7 +363,7 @@ def read_coco(root, annotations: Optional[str] = None, images: str = "") -> list
                 raise DataError(f"image '{name or jf.stem}' of '{jf}' not found (looked in {root / images} and {jf.parent}).")
             key = path.relative_to(root).with_suffix("").as_posix() if path.is_relative_to(root) else path.stem
             where = f"annotation '{jf}' (image '{name or path.name}')"
-            samples.append(Sample(key, key, str(path), functools.partial(_coco_mask, anns=anns, where=where)))
+            samples.append(Sample(key, key, str(path), functools.partial(_coco_mask, anns=anns, where=where, source=str(jf))))
     return samples
 
 

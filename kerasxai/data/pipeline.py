@@ -1,0 +1,374 @@
+"""Prepared (tiled) datasets on disk and the tf.data pipelines that read them.
+
+``prepare_dataset`` tiles every sample once into TFRecord shards under
+``<cache_dir>/<reader>-<key>/`` where ``key`` hashes the data, tile and split settings and the
+file list (paths, sizes, modification times of images and annotations). It builds in a hidden
+temporary folder and renames it into place after ``manifest.json`` was written (last, atomically),
+so an interrupted run leaves nothing a later run would trust; a complete folder is reused.
+
+Record format (one ``tf.train.Example`` per tile): ``image`` PNG (1 channel when the source
+image is gray, replicated to 3 on decode), ``mask`` PNG (0/1), ``vh``/``vw`` the valid
+(unpadded) extent of the tile, ``label``, ``source`` (sample id), ``y``/``x`` (top-left corner).
+PNG keeps the shards small (DeepPCB: ~2 KB a tile instead of 150 KB raw) and decodes fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from .sources import DataError, read_samples
+from .splits import SPLITS, split_samples
+from .tiling import TileGrid, tile_image, tile_label
+
+FORMAT_VERSION = 1
+SHARD_TILES = 1024  # tiles per shard: many shards let training interleave and shuffle them
+MANIFEST = "manifest.json"
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+# ------------------------------------------------------------------------ prepare
+
+
+def _data_settings(data_cfg) -> dict:
+    root = data_cfg.root
+    if root and not root.startswith("sample:"):
+        root = os.path.abspath(root)
+    return {
+        "reader": data_cfg.reader,
+        "root": root,
+        "options": dict(data_cfg.options or {}),
+        "max_images": data_cfg.max_images,
+        "mask_threshold": data_cfg.mask_threshold,
+        "tile": {k: getattr(data_cfg.tile, k) for k in ("size", "overlap", "defect_fraction", "defect_pixels")},
+        "split": {k: getattr(data_cfg.split, k) for k in ("train", "val", "test", "seed")},
+    }
+
+
+def _stat(path: str):
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
+    except OSError:
+        return None
+
+
+def _annotation(sample) -> str:
+    fn = sample.mask_fn
+    kw = getattr(fn, "keywords", None) or {}
+    for k in ("ann", "xml", "json_path", "path", "source"):
+        if isinstance(kw.get(k), str):
+            return kw[k]
+    return ""
+
+
+def dataset_key(data_cfg, samples) -> str:
+    """Hash of the settings that change the tiles and of the file list (with sizes and mtimes)."""
+    files = []
+    for s in samples:
+        ann = _annotation(s)
+        files.append([s.id, s.group, s.path, _stat(s.path), ann, _stat(ann) if ann else None])
+    blob = json.dumps({"v": FORMAT_VERSION, "data": _data_settings(data_cfg), "files": files}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _bytes(v):
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+
+def _int(v):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+
+def _png(a: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", a, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise DataError("PNG encoding of a tile failed")
+    return buf.tobytes()
+
+
+def _tile_sample(sample, grid: TileGrid, tile_cfg):
+    """Decode, tile and encode one sample: (records, tile rows, (h, w))."""
+    image, mask = sample.load()
+    h, w = mask.shape
+    gray = bool((image[..., 0] == image[..., 1]).all() and (image[..., 0] == image[..., 2]).all())
+    img = image[..., :1] if gray else image[..., ::-1]  # cv2 writes BGR; decode_png gives RGB back
+    tiles, valid, positions = tile_image(img, grid)
+    mtiles, _, _ = tile_image(mask, grid)
+    out, rows = [], []
+    for t, m, v, (y, x) in zip(tiles, mtiles, valid, positions):
+        label = tile_label(m, v, tile_cfg)
+        m = m * v  # padding never carries defect pixels
+        feat = {
+            "image": _bytes(_png(t)), "mask": _bytes(_png(m)),
+            "vh": _int(min(h - y, grid.size)), "vw": _int(min(w - x, grid.size)),
+            "label": _int(label), "source": _bytes(sample.id.encode()), "y": _int(y), "x": _int(x),
+        }
+        out.append(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+        rows.append({"source": sample.id, "y": int(y), "x": int(x), "label": int(label)})
+    return out, rows, (h, w)
+
+
+def _clean_stale(cache: Path, key: str):
+    for p in cache.glob(f".tmp-*-{key}-*"):
+        try:
+            pid = int(p.name.split("-")[-2])
+            os.kill(pid, 0)  # still running: leave it
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+def _workers() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def prepare_dataset(cfg, progress: bool = True) -> Path:
+    """Tile ``cfg.data`` into ``<cache_dir>/<reader>-<key>/`` (reused when complete); return it."""
+    samples = read_samples(cfg.data)
+    key = dataset_key(cfg.data, samples)
+    cache = Path(cfg.data.cache_dir)
+    dest = cache / f"{cfg.data.reader}-{key}"
+    if (dest / MANIFEST).is_file():
+        return dest
+    cache.mkdir(parents=True, exist_ok=True)
+    _clean_stale(cache, key)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cfg.data.reader}-{key}-{os.getpid()}-", dir=cache))
+    try:
+        _build(cfg, samples, key, tmp, progress)
+        if dest.exists():
+            if (dest / MANIFEST).is_file():  # another process finished first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+                return dest
+            shutil.rmtree(dest)  # a folder without manifest is never trusted
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _build(cfg, samples, key, out: Path, progress: bool):
+    from tqdm import tqdm
+
+    t0 = time.time()
+    tile_cfg = cfg.data.tile
+    grid = TileGrid(tile_cfg.size, tile_cfg.overlap)
+    parts = split_samples(samples, cfg.data.split)
+    counts = {k: {"defect": 0, "good": 0} for k in SPLITS}
+    tiles, shards, sources = [], {k: [] for k in SPLITS}, {}
+    bar = tqdm(total=len(samples), desc="prepare", unit="img", disable=not progress, dynamic_ncols=True)
+    with ThreadPoolExecutor(_workers()) as pool:
+        for split in SPLITS:
+            writer, in_shard = None, 0
+            for sample, (records, rows, hw) in zip(parts[split], pool.map(lambda s: _tile_sample(s, grid, tile_cfg), parts[split])):
+                for rec, row in zip(records, rows):
+                    if writer is None or in_shard >= SHARD_TILES:
+                        if writer is not None:
+                            writer.close()
+                        name = f"{split}-{len(shards[split]):05d}.tfrecord"
+                        shards[split].append(name)
+                        writer, in_shard = tf.io.TFRecordWriter(str(out / name)), 0
+                    writer.write(rec)
+                    in_shard += 1
+                    counts[split]["defect" if row["label"] else "good"] += 1
+                    tiles.append({"split": split, **row})
+                sources[sample.id] = {"path": sample.path, "group": sample.group, "split": split,
+                                      "height": hw[0], "width": hw[1], "tiles": len(rows)}
+                bar.update(1)
+            if writer is not None:
+                writer.close()
+    bar.close()
+    manifest = {
+        "format": FORMAT_VERSION,
+        "key": key,
+        "tile_size": int(tile_cfg.size),
+        "overlap": int(tile_cfg.overlap),
+        "counts": counts,
+        "images": {k: len(parts[k]) for k in SPLITS},
+        "shards": shards,
+        "config": _data_settings(cfg.data),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "prepare_seconds": round(time.time() - t0, 2),
+        "sources": sources,
+        "tiles": tiles,
+    }
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, out / MANIFEST)  # written last: marks the folder complete
+
+
+# ------------------------------------------------------------------------ reading
+
+
+def read_manifest(prepared_dir) -> dict:
+    path = Path(prepared_dir) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"'{prepared_dir}' is not a prepared dataset (no {MANIFEST}): run python -m kerasxai.prepare first.")
+    return json.loads(path.read_text())
+
+
+def count_tiles(prepared_dir, split: str) -> int:
+    """Number of tiles of ``split`` (from the manifest)."""
+    m = read_manifest(prepared_dir)
+    if split not in m["counts"]:
+        raise DataError(f"split '{split}' unknown: use one of {', '.join(SPLITS)}.")
+    return int(sum(m["counts"][split].values()))
+
+
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),
+    "mask": tf.io.FixedLenFeature([], tf.string),
+    "vh": tf.io.FixedLenFeature([], tf.int64),
+    "vw": tf.io.FixedLenFeature([], tf.int64),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+    "source": tf.io.FixedLenFeature([], tf.string),
+    "y": tf.io.FixedLenFeature([], tf.int64),
+    "x": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def _decode_image(data, size):
+    img = tf.io.decode_png(data, channels=0)
+    img = tf.broadcast_to(img, [size, size, 3])  # gray (1 channel) -> 3 channels
+    return img
+
+
+def _decoder(size: int, with_mask: bool = True):
+    rng = tf.range(size)
+
+    def decode(record):
+        f = tf.io.parse_single_example(record, _FEATURES)
+        out = {"image": _decode_image(f["image"], size)}
+        if with_mask:
+            out["mask"] = tf.reshape(tf.io.decode_png(f["mask"], channels=1), [size, size])
+            valid = (rng[:, None] < tf.cast(f["vh"], tf.int32)) & (rng[None, :] < tf.cast(f["vw"], tf.int32))
+            out["valid"] = tf.cast(valid, tf.uint8)
+        out["label"] = tf.cast(f["label"], tf.float32)
+        out["source"] = f["source"]
+        out["y"] = tf.cast(f["y"], tf.int32)
+        out["x"] = tf.cast(f["x"], tf.int32)
+        return out
+
+    return decode
+
+
+def _label_only(record):
+    f = tf.io.parse_single_example(record, {"label": tf.io.FixedLenFeature([], tf.int64)})
+    return f["label"]
+
+
+def load_split(prepared_dir, split: str) -> tf.data.Dataset:
+    """Unbatched dicts: image uint8 (S,S,3), mask/valid uint8 (S,S), label float32, source, y, x.
+
+    Tiles come in manifest order (deterministic). An empty split is a ``DataError``.
+    """
+    m = read_manifest(prepared_dir)
+    if split not in SPLITS:
+        raise DataError(f"split '{split}' unknown: use one of {', '.join(SPLITS)}.")
+    n = sum(m["counts"][split].values())
+    if n == 0:
+        raise DataError(
+            f"split '{split}' of '{prepared_dir}' is empty ({m['images'][split]} of {sum(m['images'].values())} images; "
+            f"fractions {m['config']['split']}): add images or change data.split."
+        )
+    files = [str(Path(prepared_dir) / f) for f in m["shards"][split]]
+    size = int(m["tile_size"])
+    ds = tf.data.TFRecordDataset(files).map(_decoder(size), num_parallel_calls=AUTOTUNE, deterministic=True)
+    # what training_dataset needs to rebuild a faster pipeline (shuffle records before decoding)
+    ds._kerasxai = {"files": files, "size": size, "counts": dict(m["counts"][split])}
+    return ds
+
+
+# ------------------------------------------------------------------------ training / eval
+
+
+def random_flip(example: dict, seed) -> dict:
+    """Flip ``image`` and (when present) ``mask``/``valid`` together: horizontal and vertical
+    flips, each with p=0.5, drawn from the stateless ``seed`` (shape [2] int)."""
+    u = tf.random.stateless_uniform([2], seed=seed)
+    out = dict(example)
+    for k in ("image", "mask", "valid"):
+        if k in out:
+            v = out[k]
+            v = tf.cond(u[0] < 0.5, lambda v=v: tf.reverse(v, axis=[1]), lambda v=v: v)
+            v = tf.cond(u[1] < 0.5, lambda v=v: tf.reverse(v, axis=[0]), lambda v=v: v)
+            out[k] = v
+    return out
+
+
+def _with_seeds(ds, seed):
+    """Zip a per-element stateless seed (different every epoch, reproducible for a seed)."""
+    rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, rnd))
+
+
+def _balanced(ds, label_of, seed):
+    pos = ds.filter(lambda *e: tf.equal(label_of(*e), 1))
+    neg = ds.filter(lambda *e: tf.not_equal(label_of(*e), 1))
+    return tf.data.Dataset.sample_from_datasets(
+        [pos.repeat(), neg], weights=[0.5, 0.5], seed=seed, stop_on_empty_dataset=True, rerandomize_each_iteration=True
+    )
+
+
+def training_dataset(ds, batch_size: int, *, flips: bool = True, shuffle: bool = True, seed: int = 0, balance: bool = False):
+    """Batches ``(image float32 (B,S,S,3) in 0..255, label float32 (B,1))`` for ``model.fit``.
+
+    Random h/v flips (p=0.5 each), shuffling reshuffled every epoch, optional ``balance``
+    (defective tiles oversampled to half of each batch; the epoch ends when the good tiles are
+    used up). Not repeated: Keras counts epochs. For a ``load_split`` dataset the records are
+    shuffled before decoding (cheap) and masks are not decoded.
+    """
+    meta = getattr(ds, "_kerasxai", None)
+    if balance and meta is not None and (meta["counts"]["defect"] == 0 or meta["counts"]["good"] == 0):
+        raise DataError(f"train.balance needs good and defective tiles, the split has {meta['counts']}: set train.balance=false.")
+    if meta is not None:
+        files = tf.data.Dataset.from_tensor_slices(meta["files"])
+        if shuffle:
+            files = files.shuffle(len(meta["files"]), seed=seed, reshuffle_each_iteration=True)
+        recs = files.interleave(
+            tf.data.TFRecordDataset, cycle_length=min(len(meta["files"]), 8), block_length=1,
+            num_parallel_calls=AUTOTUNE, deterministic=not shuffle,
+        )
+        if shuffle:
+            recs = recs.shuffle(8192, seed=seed, reshuffle_each_iteration=True)
+        if balance:
+            recs = _balanced(recs, _label_only, seed)
+        decode = _decoder(meta["size"], with_mask=False)
+        ds = recs.map(decode, num_parallel_calls=AUTOTUNE, deterministic=not shuffle)
+    else:
+        if shuffle:
+            ds = ds.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
+        if balance:
+            ds = _balanced(ds, lambda e: tf.cast(e["label"], tf.int64), seed)
+
+    def to_xy(e, s=None):
+        if s is not None:
+            e = random_flip(e, s)
+        return e["image"], tf.reshape(e["label"], [1])
+
+    if flips:
+        ds = _with_seeds(ds, seed).map(to_xy, num_parallel_calls=AUTOTUNE, deterministic=not shuffle)
+    else:
+        ds = ds.map(to_xy, num_parallel_calls=AUTOTUNE, deterministic=not shuffle)
+    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def eval_batches(ds, batch_size: int) -> tf.data.Dataset:
+    """Batched dicts (all fields of ``load_split``), in order, no augmentation."""
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
