@@ -1,9 +1,154 @@
-"""Fast depthwise convolution for the JAX backend on CPU (issue 7; being written).
+"""Fast depthwise convolution for the JAX backend on CPU (issue 7).
 
-`apply(model, mode)` returns `model` rebuilt with fast depthwise layers when `mode` asks
-for it ("on", or "auto" on JAX + CPU); for now it returns the model unchanged.
+XLA's grouped (depthwise) convolution on CPU is ~20-40x slower than TensorFlow's
+(0.2-0.35 vs 7.5 GFLOPS on a 32x112x112x64 3x3 case), so MobileNetV3 / EfficientNetV2
+under JAX ran at 0.17x / 0.26x of the TF backend. The same convolution written as
+"pad once, then sum kh*kw shifted slices times the per-channel kernel" is a chain of
+elementwise ops that XLA fuses into one loop (with the bias, the following BatchNorm
+and the activation): ~4 GFLOPS here, and exactly the same numbers up to float rounding.
+
+`FastDepthwiseConv2D` is a `keras.layers.DepthwiseConv2D` (same config, same `kernel`
+(kh, kw, C, 1) and `bias` variables, so weights copy over) whose `call` uses that form.
+`apply(model, mode)` rebuilds a functional model (e.g. a `keras.applications` backbone)
+with every supported `DepthwiseConv2D` swapped for it, weights unchanged; `mode="off"`
+swaps back. `mode="auto"` (the default of `cfg.model.fast_depthwise`) is on for the JAX
+backend when JAX's default device is the CPU, off otherwise (GPU/TPU, TF backend).
 """
 
+from __future__ import annotations
 
-def apply(model, mode="auto"):
-    return model
+import keras
+from keras import ops
+
+MODES = ("auto", "on", "off")
+
+
+@keras.saving.register_keras_serializable(package="kerasxai")
+class FastDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """DepthwiseConv2D computed as a sum of shifted, per-channel scaled input slices.
+
+    Same arguments, weights and outputs as `keras.layers.DepthwiseConv2D`; supported:
+    `channels_last`, `depth_multiplier=1`, `dilation_rate=1`, equal strides of 1 or 2,
+    padding "same" or "valid". Use `supports(layer)` to check a layer before swapping;
+    unsupported configurations raise `ValueError` at construction.
+
+    Args:
+        **kwargs: the arguments of `keras.layers.DepthwiseConv2D`.
+
+    Example:
+    >>> layer = FastDepthwiseConv2D(3, strides=2, padding="same")
+    >>> layer(keras.ops.ones((1, 8, 8, 4))).shape
+    (1, 4, 4, 4)
+
+    Reference: the "shift-and-add" form of depthwise convolution used by direct CPU
+    kernels (e.g. XNNPACK's dwconv micro-kernels), written with fusable tensor ops.
+    """
+
+    def __init__(self, kernel_size, **kwargs):
+        super().__init__(kernel_size, **kwargs)
+        problem = _unsupported(self)
+        if problem:
+            raise ValueError(f"FastDepthwiseConv2D does not support {problem}; keep keras.layers.DepthwiseConv2D.")
+
+    def call(self, inputs):
+        kh, kw = self.kernel_size
+        s = self.strides[0]
+        h, w = inputs.shape[1], inputs.shape[2]
+        if self.padding == "same":
+            oh, ow = -(-h // s), -(-w // s)
+            ph = max((oh - 1) * s + kh - h, 0)
+            pw = max((ow - 1) * s + kw - w, 0)
+            pads = ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0))
+            if ph or pw:
+                inputs = ops.pad(inputs, pads)
+        else:
+            oh, ow = (h - kh) // s + 1, (w - kw) // s + 1
+        kernel = ops.cast(self.kernel[:, :, :, 0], inputs.dtype)  # (kh, kw, C)
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                tap = inputs[:, i : i + (oh - 1) * s + 1 : s, j : j + (ow - 1) * s + 1 : s, :]
+                term = tap * kernel[i, j]
+                out = term if out is None else out + term
+        if self.use_bias:
+            out = out + ops.cast(self.bias, out.dtype)
+        if self.activation is not None:
+            out = self.activation(out)
+        return out
+
+
+def _unsupported(layer) -> str:
+    """Why `layer`'s configuration cannot use the fast form ('' when it can)."""
+    if layer.data_format != "channels_last":
+        return f"data_format={layer.data_format!r}"
+    if layer.depth_multiplier != 1:
+        return f"depth_multiplier={layer.depth_multiplier}"
+    if tuple(layer.dilation_rate) != (1, 1):
+        return f"dilation_rate={tuple(layer.dilation_rate)}"
+    if len(set(layer.strides)) != 1 or layer.strides[0] not in (1, 2):
+        return f"strides={tuple(layer.strides)}"
+    if layer.padding not in ("same", "valid"):
+        return f"padding={layer.padding!r}"
+    return ""
+
+
+def supports(layer) -> bool:
+    """True when `layer` is a DepthwiseConv2D the fast form computes exactly."""
+    return isinstance(layer, keras.layers.DepthwiseConv2D) and not _unsupported(layer)
+
+
+def resolve(mode: str = "auto") -> bool:
+    """Whether `mode` ("auto" | "on" | "off") means the fast layer is used here."""
+    if mode not in MODES:
+        raise ValueError(f"model.fast_depthwise={mode!r}: use one of {', '.join(MODES)}.")
+    if mode != "auto":
+        return mode == "on"
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def apply(model, mode: str = "auto"):
+    """`model` rebuilt with fast depthwise layers (mode on/auto-on) or standard ones (off).
+
+    Rebuilds with `keras.models.clone_model` (nested functional/sequential models too), then
+    copies every layer's weights, so outputs are unchanged. Returns `model` itself when there
+    is nothing to swap. Subclassed (non-functional) models are returned unchanged.
+    """
+    fast = resolve(mode)
+    if fast:
+        swap = lambda layer: supports(layer) and not isinstance(layer, FastDepthwiseConv2D)  # noqa: E731
+        target = FastDepthwiseConv2D
+    else:
+        swap = lambda layer: isinstance(layer, FastDepthwiseConv2D)  # noqa: E731
+        target = keras.layers.DepthwiseConv2D
+    if not _any_layer(model, swap):
+        return model
+
+    def clone_function(layer):
+        cls = target if swap(layer) else layer.__class__
+        return cls.from_config(layer.get_config())
+
+    new = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    _copy_weights(model, new)
+    return new
+
+
+def _any_layer(model, predicate) -> bool:
+    for layer in getattr(model, "layers", []):
+        if predicate(layer) or (isinstance(layer, keras.Model) and _any_layer(layer, predicate)):
+            return True
+    return False
+
+
+def _copy_weights(src, dst):
+    """Copy weights layer by layer, matching layers by position (clone keeps the order)."""
+    if len(src.layers) != len(dst.layers):
+        raise RuntimeError(f"fast_depthwise.apply: rebuilt model has {len(dst.layers)} layers, expected {len(src.layers)}.")
+    for a, b in zip(src.layers, dst.layers):
+        if isinstance(a, keras.Model):
+            _copy_weights(a, b)
+        elif a.weights:
+            b.set_weights(a.get_weights())
