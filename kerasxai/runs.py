@@ -1,0 +1,167 @@
+"""Run folders: where one training run keeps its config, checkpoints, logs and summary.
+
+A run folder is ``<train.runs_dir>/<name>-<YYYYmmdd-HHMMSS>/`` holding
+
+- ``config.yaml``   the resolved config (what `load_run` rebuilds from);
+- ``best.keras``    the model at the best epoch (by ``train.monitor``), full {score, heatmap};
+- ``last.keras``    the model after the last completed epoch, with its optimizer state;
+- ``state.json``    how far training got (next epoch, best monitored value, LR-schedule state);
+- ``history.csv``   one row per epoch (Keras CSVLogger, appended on resume);
+- ``tensorboard/``  TensorBoard logs;
+- ``summary.json``  val/test loss and accuracy, epochs, wall time, backend, versions.
+
+Every file is written to a temporary name first and moved into place with ``os.replace``,
+so an interrupted run leaves the previous good file readable. A new run never reuses an
+existing folder: a collision gets a ``-2``, ``-3``, ... suffix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from kerasxai.config import Config, ConfigError, load_config, to_yaml
+
+CONFIG = "config.yaml"
+BEST = "best.keras"
+LAST = "last.keras"
+STATE = "state.json"
+HISTORY = "history.csv"
+SUMMARY = "summary.json"
+TENSORBOARD = "tensorboard"
+
+
+class RunError(ValueError):
+    """A run folder is missing, incomplete or unreadable; the message says what to do."""
+
+
+def new_run_dir(cfg: Config, now: float | None = None) -> Path:
+    """Create and return a fresh, empty run folder; never returns an existing one."""
+    root = Path(cfg.train.runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    base = f"{cfg.name}-{stamp}"
+    for i in range(1, 10_000):
+        path = root / (base if i == 1 else f"{base}-{i}")
+        try:
+            path.mkdir()  # atomic: fails when another run (or process) took the name
+        except FileExistsError:
+            continue
+        return path
+    raise RunError(f"could not create a new run folder under '{root}' for '{base}'")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(obj):
+    try:
+        return float(obj)
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+def save_model_atomic(model, path: str | Path) -> None:
+    """``model.save`` to a temporary ``.keras`` file, then ``os.replace`` onto `path`.
+
+    Keras writes a .keras zip in place, so a crash mid-save would corrupt the file;
+    this keeps the previous checkpoint intact until the new one is complete.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_config(run_dir: str | Path, cfg: Config) -> None:
+    atomic_write_text(Path(run_dir) / CONFIG, to_yaml(cfg))
+
+
+def read_state(run_dir: str | Path) -> dict | None:
+    """The saved training state, or None when no epoch has completed yet."""
+    path = Path(run_dir) / STATE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunError(f"'{path}' is unreadable ({exc}); start a new run instead of resuming") from exc
+
+
+def write_state(run_dir: str | Path, state: dict) -> None:
+    atomic_write_json(Path(run_dir) / STATE, state)
+
+
+def run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config stored in a run folder (with optional ``key=value`` overrides)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        raise RunError(f"'{run_dir}' is not a run folder: '{CONFIG}' is missing (pass a folder under runs/)")
+    try:
+        return load_config(run_dir / CONFIG, overrides)
+    except ConfigError as exc:
+        raise RunError(f"'{run_dir / CONFIG}': {exc}") from exc
+
+
+def load_run(run_dir: str | Path, which: str = "best"):
+    """Load a finished (or interrupted) run: ``(Config, keras.Model)``.
+
+    `which` is ``"best"`` or ``"last"``; the model has the {"score", "heatmap"} outputs and
+    is returned without its training configuration (ready for predict / evaluate).
+    """
+    if which not in ("best", "last"):
+        raise RunError(f"which must be 'best' or 'last', got '{which}'")
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    path = run_dir / (BEST if which == "best" else LAST)
+    if not path.is_file():
+        raise RunError(
+            f"'{path}' not found: the run has no completed epoch yet "
+            f"(resume it with python -m kerasxai.train --config {run_dir / CONFIG} --resume {run_dir})"
+        )
+    import keras
+
+    import kerasxai.models  # noqa: F401  registers the custom layers for deserialization
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # a corrupt or foreign file
+        raise RunError(f"'{path}' could not be loaded: {exc}") from exc
+    return cfg, model
+
+
+def versions() -> dict:
+    """Library versions recorded in summary.json."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("kerasxai", "keras", "jax", "jaxlib", "tensorflow-cpu", "tensorflow", "keras-tuner"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

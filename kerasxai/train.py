@@ -1,0 +1,56 @@
+"""``python -m kerasxai.train --config configs/pcb_mobilenet.yaml [key=value ...] [--resume runs/x]``
+
+Trains one model into a new run folder ``runs/<name>-<timestamp>/`` (see kerasxai.runs), or
+continues an interrupted run in place with ``--resume`` (then ``--config`` may be omitted:
+the run's own config.yaml is used; ``key=value`` overrides still apply, e.g. train.epochs=30).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kerasxai.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML config file (see configs/); not needed with --resume")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its last completed epoch")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    args = parser.parse_args(argv)
+    if not args.config and not args.resume:
+        parser.error("--config is required (or --resume RUN_DIR)")
+
+    from kerasxai.config import ConfigError, load_config
+    from kerasxai.runs import RunError
+
+    try:
+        from kerasxai.data.sources import DataError
+    except ImportError:  # data package not installed yet
+        DataError = ConfigError
+    from kerasxai import training
+
+    verbose = 2 if args.quiet else 1
+    try:
+        if args.resume:
+            if args.config:
+                print(f"--resume: using {args.resume}/config.yaml; --config {args.config} is ignored")
+            run_dir, summary = training.resume(args.resume, args.overrides, verbose=verbose)
+        else:
+            cfg = load_config(args.config, args.overrides)
+            run_dir, summary = training.train(cfg, verbose=verbose)
+    except (ConfigError, RunError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: continue with --resume <run folder> (the last completed epoch is kept)", file=sys.stderr)
+        return 130
+    keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "epochs", "seconds_per_epoch", "wall_time_s")
+    print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
+    print(f"run folder: {run_dir}  (best.keras by {summary['monitor']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,513 @@
+"""Training library: datasets + model + optimizer + callbacks, fit, resume (thesis table 3.1).
+
+`train(cfg)` runs one training into a fresh run folder (see :mod:`kerasxai.runs`);
+`resume(run_dir)` continues an interrupted run from its last completed epoch.
+The model keeps its {"score", "heatmap"} outputs during training; only the score gets a
+loss (binary cross-entropy) and metrics (accuracy, AUC, precision, recall), so the saved
+checkpoints are the full locator, ready for evaluate / predict / export.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import keras
+import numpy as np
+
+from kerasxai import runs
+from kerasxai.config import Config, ConfigError
+
+MONITORS = {"val_loss": "min", "val_accuracy": "max"}
+TRANSFORMER_PREFIXES = ("vit_", "deit_")
+
+
+# ---------------------------------------------------------------- config checks
+
+
+def is_transformer(name: str) -> bool:
+    try:
+        from kerasxai.models import is_transformer as models_is_transformer
+    except ImportError:  # models not importable: fall back on the naming rule of DESIGN.md
+        return name.startswith(TRANSFORMER_PREFIXES)
+    return models_is_transformer(name)
+
+
+def optimizer_name(cfg: Config) -> str:
+    """``train.optimizer`` with ``auto`` resolved: Adam for CNNs, AdamW for transformers."""
+    if cfg.train.optimizer != "auto":
+        return cfg.train.optimizer
+    return "adamw" if is_transformer(cfg.model.name) else "adam"
+
+
+def check_config(cfg: Config) -> None:
+    """Training checks OmegaConf's types cannot express; runs before any data or model work."""
+    def need(ok, key, what):
+        if not ok:
+            raise ConfigError(f"key '{key}': {what}")
+
+    t = cfg.train
+    try:
+        from kerasxai.models import MODEL_NAMES
+    except ImportError:
+        MODEL_NAMES = None
+    if MODEL_NAMES is not None:
+        need(cfg.model.name in MODEL_NAMES, "model.name",
+             f"unknown model '{cfg.model.name}'; choose one of {', '.join(MODEL_NAMES)}")
+    need(t.monitor in MONITORS, "train.monitor", f"must be val_loss or val_accuracy, got '{t.monitor}'")
+    need(t.data_parallel in ("auto", "on", "off"), "train.data_parallel",
+         f"must be auto, on or off, got '{t.data_parallel}'")
+    need(t.steps_per_epoch is None or t.steps_per_epoch >= 1, "train.steps_per_epoch", "must be >= 1 or null")
+    need(t.max_val_tiles is None or t.max_val_tiles >= 1, "train.max_val_tiles", "must be >= 1 or null")
+    need(t.max_test_tiles is None or t.max_test_tiles >= 0, "train.max_test_tiles", "must be >= 0 or null")
+    need(0 < t.reduce_lr.factor < 1, "train.reduce_lr.factor", f"must be in (0, 1), got {t.reduce_lr.factor}")
+    need(t.reduce_lr.patience >= 0, "train.reduce_lr.patience", "must be >= 0")
+    need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
+    need(0 <= cfg.model.dropout < 1, "model.dropout", "must be in [0, 1)")
+    if t.teacher_run:
+        need(Path(t.teacher_run, runs.CONFIG).is_file() and Path(t.teacher_run, runs.BEST).is_file(),
+             "train.teacher_run", f"'{t.teacher_run}' is not a finished run folder (needs config.yaml and best.keras)")
+    w = cfg.model.weights
+    if w not in (None, "", "imagenet"):
+        need(Path(w).is_file(), "model.weights", f"file '{w}' not found (null, imagenet or a .weights.h5 path)")
+
+
+# ---------------------------------------------------------------- model and optimizer
+
+
+def build_optimizer(cfg: Config, learning_rate: Optional[float] = None):
+    lr = float(learning_rate if learning_rate is not None else cfg.train.learning_rate)
+    name = optimizer_name(cfg)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.train.weight_decay)
+    return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+
+
+def build_model(cfg: Config):
+    """The full {score, heatmap} model of ``cfg.model`` for tiles of ``cfg.data.tile.size``."""
+    from kerasxai.models import build_from_config
+
+    setup_data_parallel(cfg, cfg.train.batch_size)  # variables must be created under the distribution
+    s = cfg.data.tile.size
+    return build_from_config(cfg.model, (s, s, 3))
+
+
+def score_metrics():
+    return [
+        keras.metrics.BinaryAccuracy(name="accuracy"),
+        keras.metrics.AUC(name="auc"),
+        keras.metrics.Precision(name="precision"),
+        keras.metrics.Recall(name="recall"),
+    ]
+
+
+def compile_model(model, cfg: Config, learning_rate: Optional[float] = None, distill: bool = False):
+    """Binary cross-entropy and metrics on "score" only; the heatmap output gets no loss.
+
+    Keras asks a target for every output of a dict model, so the datasets carry a dummy
+    target for the other outputs (see :func:`targets`); no loss or metric reads it.
+    With `distill`, the DeiT distillation head ("dist_score") also gets a BCE loss.
+    """
+    loss = {"score": keras.losses.BinaryCrossentropy()}
+    if distill:
+        loss[DIST_OUTPUT] = keras.losses.BinaryCrossentropy()
+    model.compile(
+        optimizer=build_optimizer(cfg, learning_rate),
+        loss=loss,
+        metrics={"score": score_metrics()},
+    )
+    return model
+
+
+def output_keys(model) -> list[str]:
+    """The keys of a dict-output model (``model.output_names`` holds layer names instead)."""
+    out = getattr(model, "output", None)
+    if isinstance(out, dict):
+        return list(out.keys())
+    return ["score"]
+
+
+def metric_key(name: str, model) -> str:
+    """History key of a score metric: Keras prefixes them with the output name for dict models."""
+    if name.endswith("loss"):
+        return name
+    prefix = "val_" if name.startswith("val_") else ""
+    base = name[len(prefix):]
+    return f"{prefix}score_{base}" if len(output_keys(model)) > 1 else name
+
+
+# ---------------------------------------------------------------- distillation (DeiT)
+
+DIST_OUTPUT = "dist_score"  # sigmoid of the distillation head (DeiT-distilled), see models
+
+
+def has_dist_head(model) -> bool:
+    return DIST_OUTPUT in output_keys(model)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataclass
+class Data:
+    prepared_dir: Path
+    train: object  # tf.data.Dataset of (image, targets), repeated
+    val: object
+    test: object
+    steps_per_epoch: int
+    counts: dict
+
+
+def targets(label, output_names, teacher=None):
+    """Target dict for a model with these outputs: the label on "score" (and the teacher's
+    hard label, or the label, on the distillation head), zeros on the rest (no loss reads them)."""
+    import tensorflow as tf
+
+    out = {}
+    for name in output_names:
+        if name == "score":
+            out[name] = label
+        elif name == DIST_OUTPUT:
+            out[name] = label if teacher is None else teacher
+        else:
+            out[name] = tf.zeros_like(label[:, 0])
+    return out
+
+
+def _capped(ds, n: int, cap: Optional[int]):
+    """At most `cap` tiles spread evenly over the split (every k-th tile), no buffering."""
+    if cap is None or n <= cap:
+        return ds, n
+    k = math.ceil(n / cap)
+    return ds.shard(k, 0), math.ceil(n / k)
+
+
+def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[int] = None, teacher_model=None) -> Data:
+    """Train / val / test ``tf.data`` pipelines with Keras targets for `output_names`."""
+    import tensorflow as tf
+
+    from kerasxai.data.pipeline import count_tiles, load_split, training_dataset
+
+    bs = int(batch_size or cfg.train.batch_size)
+    t = cfg.train
+    counts = {s: count_tiles(prepared_dir, s) for s in ("train", "val", "test")}
+    for split in ("train", "val"):
+        if counts[split] == 0:
+            raise ConfigError(f"the '{split}' split of '{prepared_dir}' has no tiles: use more images "
+                              "(data.max_images) or other data.split ratios")
+    with_targets = lambda ds: ds.map(  # noqa: E731
+        lambda x, y: (x, targets(y, output_names)), num_parallel_calls=tf.data.AUTOTUNE)
+
+    train_src = load_split(prepared_dir, "train")
+    if teacher_model is not None:
+        train_src = _with_teacher_labels(train_src, teacher_model, bs)
+        train = training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed, balance=t.balance)
+        # labels were packed as label + 2 * teacher_label (see _with_teacher_labels)
+        train = train.map(lambda x, y: (x, targets(tf.math.floormod(y, 2.0), output_names,
+                                                   teacher=tf.math.floordiv(y, 2.0))))
+    else:
+        train = with_targets(training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed,
+                                              balance=t.balance))
+    full_steps = max(1, math.ceil(counts["train"] / bs))
+    steps = min(full_steps, t.steps_per_epoch) if t.steps_per_epoch else full_steps
+    train = train.repeat().prefetch(tf.data.AUTOTUNE)
+
+    val_src, n_val = _capped(load_split(prepared_dir, "val"), counts["val"], t.max_val_tiles)
+    val = with_targets(training_dataset(val_src, bs, flips=False, shuffle=False))
+    if n_val * cfg.data.tile.size ** 2 * 3 * 4 <= 256 * 2**20:  # small enough: decode once
+        val = val.cache()
+    test = None
+    if counts["test"] > 0 and t.max_test_tiles != 0:
+        test_src, _ = _capped(load_split(prepared_dir, "test"), counts["test"], t.max_test_tiles)
+        test = with_targets(training_dataset(test_src, bs, flips=False, shuffle=False))
+    counts = dict(counts, val_used=n_val)
+    return Data(Path(prepared_dir), train, val, test, steps, counts)
+
+
+def _with_teacher_labels(ds, teacher_model, batch_size: int):
+    """Replace each tile's label by ``label + 2 * teacher_label`` (teacher's hard prediction).
+
+    The teacher runs once over the (unflipped) training tiles; packing both labels into the
+    one float the pipeline carries keeps `training_dataset` (flips, shuffle, batching) as is.
+    """
+    import tensorflow as tf
+
+    images = ds.map(lambda e: e["image"]).batch(batch_size)
+    preds = []
+    for batch in images.as_numpy_iterator():
+        out = teacher_model.predict_on_batch(batch.astype("float32"))
+        preds.append(np.asarray(out["score"] if isinstance(out, dict) else out).reshape(-1))
+    hard = (np.concatenate(preds) > 0.5).astype("float32") if preds else np.zeros(0, "float32")
+    teacher = tf.data.Dataset.from_tensor_slices(hard)
+    return tf.data.Dataset.zip((ds, teacher)).map(lambda e, t: dict(e, label=e["label"] + 2.0 * t))
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+class EpochClock(keras.callbacks.Callback):
+    """Adds ``epoch_seconds`` to the epoch logs (so history.csv records it)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = round(time.perf_counter() - self._t0, 3)
+
+
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose wait / best / cooldown survive a resume (kept in state.json)."""
+
+    def __init__(self, *args, initial_state: Optional[dict] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial_state = initial_state or {}
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for key in ("wait", "best", "cooldown_counter"):
+            if self.initial_state.get(key) is not None:
+                setattr(self, key, self.initial_state[key])
+
+    def state(self) -> dict:
+        best = None if self.best is None else float(self.best)
+        return {"wait": int(self.wait), "best": best, "cooldown_counter": int(self.cooldown_counter)}
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """After every epoch: ``last.keras`` (with optimizer state), ``best.keras`` when the
+    monitored value improved, then ``state.json`` — each written atomically, in that order,
+    so an interruption at any point leaves a readable checkpoint and a consistent state."""
+
+    def __init__(self, run_dir, monitor_key: str, mode: str, state: dict, reduce_lr=None):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.monitor_key = monitor_key
+        self.mode = mode
+        self.state = dict(state)
+        self.reduce_lr = reduce_lr
+
+    def _better(self, value, best) -> bool:
+        if best is None or not np.isfinite(best):
+            return bool(np.isfinite(value))
+        return value < best if self.mode == "min" else value > best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor_key)
+        runs.save_model_atomic(self.model, self.run_dir / runs.LAST)
+        if value is not None and self._better(float(value), self.state.get("best")):
+            runs.save_model_atomic(self.model, self.run_dir / runs.BEST)
+            self.state.update(best=float(value), best_epoch=epoch)
+        elif not (self.run_dir / runs.BEST).is_file():  # a NaN first epoch: still leave a model
+            runs.save_model_atomic(self.model, self.run_dir / runs.BEST)
+            self.state.setdefault("best_epoch", epoch)
+        self.state["next_epoch"] = epoch + 1
+        self.state["epoch_seconds"] = list(self.state.get("epoch_seconds", [])) + [logs.get("epoch_seconds")]
+        if self.reduce_lr is not None:
+            self.state["reduce_lr"] = self.reduce_lr.state()
+        runs.write_state(self.run_dir, self.state)
+
+
+def _trim_history(path: Path, next_epoch: int) -> None:
+    """Keep only rows of completed epochs (< next_epoch) so a resume never repeats one."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    keep = [r for r in body if r and r[0].isdigit() and int(r[0]) < next_epoch]
+    if len(keep) != len(body):
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(keep)
+        runs.atomic_write_text(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------- distribution
+
+
+def setup_data_parallel(cfg: Config, batch_size: int) -> int:
+    """Spread each batch over all local devices (keras.distribution.DataParallel, JAX).
+
+    ``train.data_parallel``: ``auto`` (on when the backend is JAX and there is more than one
+    device), ``on`` or ``off``. Returns the number of devices used.
+    """
+    mode = cfg.train.data_parallel
+    if mode == "off" or keras.backend.backend() != "jax":
+        if mode == "on" and keras.backend.backend() != "jax":
+            raise ConfigError("key 'train.data_parallel': 'on' needs KERAS_BACKEND=jax")
+        return 1
+    devices = keras.distribution.list_devices()
+    if len(devices) < 2:
+        if mode == "on":
+            print("train.data_parallel=on but only one device is visible: training on one device")
+        return 1
+    if batch_size % len(devices):
+        raise ConfigError(f"key 'train.batch_size': {batch_size} is not divisible by the {len(devices)} "
+                          "devices of data parallel training (or set train.data_parallel=off)")
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    return len(devices)
+
+
+# ---------------------------------------------------------------- fit
+
+
+def _load_teacher(cfg: Config, model):
+    if not has_dist_head(model):
+        if cfg.train.teacher_run:
+            print(f"train.teacher_run is set but {cfg.model.name} has no distillation head: ignored")
+        return None
+    if not cfg.train.teacher_run:
+        print(f"{cfg.model.name}: no train.teacher_run given, so the distillation head is trained "
+              "on the labels (both heads see the same targets)")
+        return None
+    _, teacher = runs.load_run(cfg.train.teacher_run, "best")
+    print(f"{cfg.model.name}: hard-label distillation from the teacher run '{cfg.train.teacher_run}'")
+    return teacher
+
+
+def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: Optional[int] = None,
+        learning_rate: Optional[float] = None, callbacks=(), verbose=1, progress: bool = True) -> dict:
+    """Train `cfg` into the (existing) `run_dir`; returns the summary dict (also summary.json).
+
+    With `resume`, weights and optimizer state come from ``last.keras`` and training starts at
+    the epoch after the last completed one. `model` may be a compiled model to train (the
+    tuner passes the one it built); `batch_size` / `learning_rate` override ``cfg.train``.
+    """
+    from kerasxai.data.pipeline import prepare_dataset
+
+    run_dir = Path(run_dir)
+    check_config(cfg)
+    t = cfg.train
+    bs = int(batch_size or t.batch_size)
+    if learning_rate is not None:
+        t.learning_rate = float(learning_rate)
+    keras.utils.set_random_seed(t.seed)
+    n_devices = setup_data_parallel(cfg, bs)
+
+    prepared = prepare_dataset(cfg, progress=progress)
+    state = runs.read_state(run_dir) if resume else None
+    state = state or {"next_epoch": 0, "best": None, "train_seconds": 0.0}
+    initial_epoch = int(state["next_epoch"])
+    if model is None:
+        model = build_model(cfg)
+    teacher = _load_teacher(cfg, model)
+    if getattr(model, "optimizer", None) is None or not model.compiled:
+        compile_model(model, cfg, learning_rate, distill=has_dist_head(model))
+    if resume and initial_epoch > 0:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(run_dir / runs.LAST)  # weights and optimizer state (LR included)
+        print(f"resuming '{run_dir}' at epoch {initial_epoch + 1}/{t.epochs} "
+              f"(learning rate {float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)):.3g})")
+
+    data = make_datasets(cfg, prepared, output_keys(model), bs, teacher_model=teacher)
+    monitor = metric_key(t.monitor, model)
+    mode = MONITORS[t.monitor]
+    reduce_lr = ResumableReduceLROnPlateau(
+        monitor="val_loss", factor=t.reduce_lr.factor, patience=t.reduce_lr.patience,
+        min_lr=t.reduce_lr.min_lr, verbose=1, initial_state=state.get("reduce_lr"))
+    history_path = run_dir / runs.HISTORY
+    _trim_history(history_path, initial_epoch)
+    checkpoint = RunCheckpoint(run_dir, monitor, mode, state, reduce_lr)
+    cbs = [
+        EpochClock(),
+        reduce_lr,
+        keras.callbacks.CSVLogger(str(history_path), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD), write_graph=False),
+        checkpoint,
+        *callbacks,
+    ]
+    t0 = time.perf_counter()
+    try:
+        if initial_epoch < t.epochs:
+            model.fit(data.train, validation_data=data.val, epochs=t.epochs, initial_epoch=initial_epoch,
+                      steps_per_epoch=data.steps_per_epoch, callbacks=cbs, verbose=verbose, shuffle=False)
+    finally:
+        st = runs.read_state(run_dir) or checkpoint.state
+        st["train_seconds"] = float(state.get("train_seconds", 0.0)) + (time.perf_counter() - t0)
+        runs.write_state(run_dir, st)
+    return finish(cfg, run_dir, model, data, st, batch_size=bs, n_devices=n_devices)
+
+
+def finish(cfg: Config, run_dir, model, data: Data, state: dict, batch_size: int, n_devices: int = 1) -> dict:
+    """Evaluate the best checkpoint on val and test, write summary.json, return it."""
+    run_dir = Path(run_dir)
+    model.load_weights(run_dir / runs.BEST)
+    val = model.evaluate(data.val, return_dict=True, verbose=0)
+    test = model.evaluate(data.test, return_dict=True, verbose=0) if data.test is not None else {}
+    get = lambda d, k: (float(d[metric_key(k, model)]) if metric_key(k, model) in d else None)  # noqa: E731
+    secs = [s for s in state.get("epoch_seconds", []) if s is not None]
+    summary = {
+        "name": cfg.name,
+        "model": cfg.model.name,
+        "monitor": cfg.train.monitor,
+        "best_epoch": state.get("best_epoch"),
+        "epochs": int(state.get("next_epoch", 0)),
+        "val_loss": get(val, "loss"),
+        "val_accuracy": get(val, "accuracy"),
+        "val_auc": get(val, "auc"),
+        "test_loss": get(test, "loss"),
+        "test_accuracy": get(test, "accuracy"),
+        "test_auc": get(test, "auc"),
+        "test_precision": get(test, "precision"),
+        "test_recall": get(test, "recall"),
+        "learning_rate": cfg.train.learning_rate,
+        "batch_size": batch_size,
+        "optimizer": optimizer_name(cfg),
+        "steps_per_epoch": data.steps_per_epoch,
+        "tiles": data.counts,
+        "seconds_per_epoch": (sum(secs) / len(secs)) if secs else None,
+        "wall_time_s": float(state.get("train_seconds", 0.0)),
+        "backend": keras.backend.backend(),
+        "devices": n_devices,
+        "versions": runs.versions(),
+        "prepared_dir": str(data.prepared_dir),
+        "run_dir": str(run_dir),
+    }
+    runs.atomic_write_json(run_dir / runs.SUMMARY, summary)
+    return summary
+
+
+def train(cfg: Config, *, model=None, batch_size: Optional[int] = None, learning_rate: Optional[float] = None,
+          callbacks=(), verbose=1, run_dir=None, progress: bool = True) -> tuple[Path, dict]:
+    """One training run into a new run folder: ``(run_dir, summary)``."""
+    check_config(cfg)
+    if batch_size is not None:
+        cfg.train.batch_size = int(batch_size)
+    if learning_rate is not None:
+        cfg.train.learning_rate = float(learning_rate)
+    run_dir = Path(run_dir) if run_dir is not None else runs.new_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.write_config(run_dir, cfg)
+    runs.write_state(run_dir, {"next_epoch": 0, "best": None, "train_seconds": 0.0})
+    print(f"run folder: {run_dir}")
+    summary = fit(cfg, run_dir, model=model, callbacks=callbacks, verbose=verbose, progress=progress)
+    return run_dir, summary
+
+
+def resume(run_dir, overrides=(), *, callbacks=(), verbose=1, progress: bool = True) -> tuple[Path, dict]:
+    """Continue an interrupted run in place (``--resume``): completed epochs are not repeated."""
+    run_dir = Path(run_dir)
+    cfg = runs.run_config(run_dir, overrides)
+    check_config(cfg)
+    if overrides:
+        runs.write_config(run_dir, cfg)
+    state = runs.read_state(run_dir)
+    if state and state.get("next_epoch", 0) > 0 and not (run_dir / runs.LAST).is_file():
+        raise runs.RunError(f"'{run_dir / runs.LAST}' is missing: this run cannot be resumed")
+    print(f"run folder: {run_dir}")
+    summary = fit(cfg, run_dir, resume=True, callbacks=callbacks, verbose=verbose, progress=progress)
+    return run_dir, summary

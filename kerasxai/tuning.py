@@ -1,0 +1,306 @@
+"""Hyper-parameter search with KerasTuner (thesis section 3.1, with KerasTuner in place of Optuna).
+
+Bayesian optimization of the learning rate (log-uniform; [1e-4, 1e-2] for CNNs,
+[1e-5, 1e-4] for transformers, or ``tune.lr_min`` / ``tune.lr_max``) and the batch size
+(choice of ``tune.batch_sizes``), objective ``tune.objective`` (val_accuracy). Every trial is
+a full training run (:func:`kerasxai.training.train`) with its own run folder under
+``<tune.dir>/<name>/runs/``. The search folder ``<tune.dir>/<name>/`` also gets
+
+- ``trials.csv`` / ``trials.md``: lr, batch size, loss, val and test accuracy per trial, best
+  marked (thesis tables 3.2 / 3.3);
+- ``parallel_coordinates.png``: one line per trial over lr, batch size, val and test accuracy
+  (thesis figures 3.2 / 3.3);
+- ``best_config.yaml``: the config with the best trial's lr and batch size, for ``train``.
+
+A stopped search continues where it stopped (same folder, ``overwrite=False``). In
+KerasTuner's chief/worker mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
+``KERASTUNER_ORACLE_PORT``; see tools/tune_cluster.py) the chief holds the oracle and writes
+the reports once the workers are done; workers only run trials.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import os
+import traceback
+from pathlib import Path
+
+import keras_tuner
+
+from kerasxai import runs, training
+from kerasxai.config import Config, ConfigError, to_yaml
+
+CNN_LR = (1e-4, 1e-2)
+TRANSFORMER_LR = (1e-5, 1e-4)
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
+
+
+def lr_range(cfg: Config) -> tuple[float, float]:
+    lo, hi = TRANSFORMER_LR if training.is_transformer(cfg.model.name) else CNN_LR
+    lo = cfg.tune.lr_min if cfg.tune.lr_min is not None else lo
+    hi = cfg.tune.lr_max if cfg.tune.lr_max is not None else hi
+    return float(lo), float(hi)
+
+
+def check_config(cfg: Config) -> None:
+    training.check_config(cfg)
+    t = cfg.tune
+    lo, hi = lr_range(cfg)
+    if not 0 < lo < hi:
+        raise ConfigError(f"keys 'tune.lr_min'/'tune.lr_max': need 0 < lr_min < lr_max, got {lo} and {hi}")
+    if not t.batch_sizes or any(b < 1 for b in t.batch_sizes):
+        raise ConfigError(f"key 'tune.batch_sizes': need a non-empty list of positive sizes, got {list(t.batch_sizes)}")
+    if t.objective not in OBJECTIVES:
+        raise ConfigError(f"key 'tune.objective': must be val_accuracy or val_loss, got '{t.objective}'")
+    if t.trials < 1:
+        raise ConfigError(f"key 'tune.trials': must be >= 1, got {t.trials}")
+    if t.epochs is not None and t.epochs < 1:
+        raise ConfigError(f"key 'tune.epochs': must be >= 1 or null, got {t.epochs}")
+
+
+def search_dir(cfg: Config) -> Path:
+    return Path(cfg.tune.dir) / cfg.name
+
+
+class TrainingHyperModel(keras_tuner.HyperModel):
+    """Builds the model of `cfg` with the trial's learning rate; `fit` is a full training run
+    (run folder, checkpoints, summary) with the trial's batch size."""
+
+    def __init__(self, cfg: Config, verbose=1, **kwargs):
+        super().__init__(name=cfg.name, **kwargs)
+        self.cfg = cfg
+        self.verbose = verbose
+        self.build_models = False  # off while KerasTuner only discovers the search space
+        self.trial_id = None
+
+    def declare(self, hp):
+        lo, hi = lr_range(self.cfg)
+        lr = hp.Float("learning_rate", lo, hi, sampling="log")
+        bs = hp.Choice("batch_size", [int(b) for b in self.cfg.tune.batch_sizes])
+        return lr, bs
+
+    def build(self, hp):
+        lr, _ = self.declare(hp)
+        if not self.build_models:
+            return None
+        cfg = self.trial_config(hp)
+        model = training.build_model(cfg)
+        return training.compile_model(model, cfg, lr, distill=training.has_dist_head(model))
+
+    def trial_config(self, hp) -> Config:
+        cfg = copy.deepcopy(self.cfg)
+        cfg.name = f"{self.cfg.name}-trial_{self.trial_id}"
+        cfg.train.learning_rate = float(hp.get("learning_rate"))
+        cfg.train.batch_size = int(hp.get("batch_size"))
+        cfg.train.epochs = int(self.cfg.tune.epochs or self.cfg.train.epochs)
+        cfg.train.runs_dir = str(search_dir(self.cfg) / "runs")
+        return cfg
+
+    def fit(self, hp, model, *args, **kwargs):
+        cfg = self.trial_config(hp)
+        print(f"trial {self.trial_id}: learning_rate={cfg.train.learning_rate:.3g} batch_size={cfg.train.batch_size}")
+        try:
+            _, summary = training.train(cfg, model=model, verbose=self.verbose, progress=False)
+        except Exception:
+            traceback.print_exc()  # KerasTuner would otherwise swallow it into the trial record
+            raise
+        keys = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
+        return {k: float(summary[k]) for k in keys if summary.get(k) is not None}
+
+
+class SearchTuner(keras_tuner.BayesianOptimization):
+    """BayesianOptimization whose trials are :class:`TrainingHyperModel` runs.
+
+    `run_trial` skips KerasTuner's own per-epoch checkpointing: every trial already keeps its
+    best and last model in its run folder.
+    """
+
+    def run_trial(self, trial, *args, **kwargs):
+        self.hypermodel.trial_id = trial.trial_id
+        self.hypermodel.build_models = True
+        return self._build_and_fit_model(trial, *args, **kwargs)
+
+
+def make_tuner(cfg: Config, verbose=1) -> SearchTuner:
+    objective = keras_tuner.Objective(cfg.tune.objective, OBJECTIVES[cfg.tune.objective])
+    return SearchTuner(
+        hypermodel=TrainingHyperModel(cfg, verbose=verbose),
+        objective=objective,
+        max_trials=cfg.tune.trials,
+        seed=cfg.train.seed,
+        directory=str(cfg.tune.dir),
+        project_name=cfg.name,
+        overwrite=False,  # a stopped search continues where it stopped
+    )
+
+
+def is_worker() -> bool:
+    """True in KerasTuner's distributed mode on a worker (not the chief)."""
+    return "KERASTUNER_ORACLE_IP" in os.environ and "chief" not in os.environ.get("KERASTUNER_TUNER_ID", "")
+
+
+def search(cfg: Config, verbose=1) -> dict | None:
+    """Run (or continue) the search; write the reports unless this process is a worker.
+
+    Returns ``{"dir", "rows", "best"}`` (None on a worker).
+    """
+    check_config(cfg)
+    if not is_worker() and "KERASTUNER_ORACLE_IP" not in os.environ:
+        from kerasxai.data.pipeline import prepare_dataset
+
+        prepare_dataset(cfg, progress=True)  # once, before the trials (each trial reuses it)
+    search_dir(cfg).mkdir(parents=True, exist_ok=True)
+    tuner = make_tuner(cfg, verbose=verbose)
+    tuner.search(verbose=verbose)
+    if is_worker():
+        return None
+    return write_reports(cfg, tuner.oracle)
+
+
+# ---------------------------------------------------------------- reports
+
+
+def trial_rows(oracle) -> list[dict]:
+    """One row per trial (completed first-class, others with their status), best marked."""
+    best = oracle.get_best_trials(1)
+    best_id = best[0].trial_id if best else None
+    rows = []
+    for tid in sorted(oracle.trials, key=lambda t: int(t) if str(t).isdigit() else str(t)):
+        trial = oracle.trials[tid]
+        hp = trial.hyperparameters.values
+        m = trial.metrics
+
+        def last(name):
+            if not m.exists(name):
+                return None
+            v = m.get_last_value(name)
+            return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+        rows.append({
+            "trial": str(tid),
+            "learning_rate": hp.get("learning_rate"),
+            "batch_size": hp.get("batch_size"),
+            "val_loss": last("val_loss"),
+            "val_accuracy": last("val_accuracy"),
+            "test_loss": last("test_loss"),
+            "test_accuracy": last("test_accuracy"),
+            "status": str(trial.status),
+            "best": tid == best_id,
+        })
+    return rows
+
+
+def rows_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()) if rows else ["trial"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def rows_markdown(rows: list[dict], title: str) -> str:
+    def pct(v):
+        return "" if v is None else f"{100 * v:.2f}"
+
+    def num(v, f):
+        return "" if v is None else format(v, f)
+
+    lines = [
+        f"# {title}",
+        "",
+        "| Trial | Learning rate | Batch size | Loss (val) | Val accuracy, % | Test loss | Test accuracy, % | Status |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        mark = " **best**" if r["best"] else ""
+        lines.append(
+            f"| {r['trial']}{mark} | {num(r['learning_rate'], '.2g')} | {r['batch_size']} | {num(r['val_loss'], '.3f')} "
+            f"| {pct(r['val_accuracy'])} | {num(r['test_loss'], '.3f')} | {pct(r['test_accuracy'])} | {r['status']} |"
+        )
+    lines += ["", "Loss and accuracies are those of each trial's best checkpoint (run folders under runs/)."]
+    return "\n".join(lines) + "\n"
+
+
+def parallel_coordinates(rows: list[dict], path: Path, title: str) -> None:
+    """Thesis-style parallel coordinates: lr (log), batch size, val and test accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    done = [r for r in rows if r["val_accuracy"] is not None]
+    axes = [("learning_rate", "learning rate", True), ("batch_size", "batch size", False),
+            ("val_accuracy", "val accuracy, %", False), ("test_accuracy", "test accuracy, %", False)]
+    axes = [a for a in axes if all(r[a[0]] is not None for r in done)]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    if not done:
+        ax.text(0.5, 0.5, "no completed trial yet", ha="center", va="center")
+    else:
+        cols = []
+        for key, _, log in axes:
+            v = np.array([float(r[key]) for r in done])
+            v = np.log10(v) if log else v
+            lo, hi = v.min(), v.max()
+            cols.append(((v - lo) / (hi - lo) if hi > lo else np.full_like(v, 0.5), lo, hi, log, key))
+        color_key = "test_accuracy" if any(a[0] == "test_accuracy" for a in axes) else "val_accuracy"
+        cv = np.array([r[color_key] for r in done], dtype=float)
+        norm = plt.Normalize(cv.min(), cv.max() if cv.max() > cv.min() else cv.min() + 1e-9)
+        cmap = plt.get_cmap("viridis")
+        xs = np.arange(len(cols))
+        for i, r in enumerate(done):
+            ys = [c[0][i] for c in cols]
+            ax.plot(xs, ys, color=cmap(norm(cv[i])), lw=3 if r["best"] else 1.5, alpha=0.9,
+                    label=f"trial {r['trial']} (best)" if r["best"] else None)
+        for x, (_, lo, hi, log, key) in zip(xs, cols):
+            ax.axvline(x, color="0.3", lw=0.8)
+            fmt = (lambda v: f"{10 ** v:.2g}") if log else \
+                  (lambda v, k=key: f"{100 * v:.2f}" if "accuracy" in k else f"{v:g}")
+            ax.text(x, -0.06, fmt(lo), ha="center", va="top", fontsize=8)
+            ax.text(x, 1.06, fmt(hi), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(xs, [a[1] for a in axes])
+        ax.xaxis.set_ticks_position("bottom")
+        ax.tick_params(axis="x", pad=16)
+        ax.set_yticks([])
+        ax.set_ylim(-0.15, 1.15)
+        ax.set_xlim(-0.2, len(cols) - 0.8)
+        sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=ax, label=color_key.replace("_", " "))
+        if any(r["best"] for r in done):
+            ax.legend(loc="upper left", fontsize=8, frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def best_config(cfg: Config, rows: list[dict]) -> Config | None:
+    best = [r for r in rows if r["best"]]
+    if not best:
+        return None
+    out = copy.deepcopy(cfg)
+    out.train.learning_rate = float(best[0]["learning_rate"])
+    out.train.batch_size = int(best[0]["batch_size"])
+    out.train.epochs = int(cfg.tune.epochs or cfg.train.epochs)
+    return out
+
+
+def write_reports(cfg: Config, oracle) -> dict:
+    folder = search_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = trial_rows(oracle)
+    title = f"{cfg.name}: {cfg.model.name}, {len(rows)} trials, objective {cfg.tune.objective}"
+    runs.atomic_write_text(folder / "trials.csv", rows_csv(rows))
+    runs.atomic_write_text(folder / "trials.md", rows_markdown(rows, title))
+    parallel_coordinates(rows, folder / "parallel_coordinates.png", title)
+    best = best_config(cfg, rows)
+    if best is not None:
+        header = (f"# Best trial of the search in {folder} (objective {cfg.tune.objective}).\n"
+                  f"# Train it: python -m kerasxai.train --config {folder / 'best_config.yaml'}\n")
+        runs.atomic_write_text(folder / "best_config.yaml", header + to_yaml(best))
+    return {"dir": folder, "rows": rows, "best": next((r for r in rows if r["best"]), None)}
