@@ -303,7 +303,7 @@ def random_flip(example: dict, seed) -> dict:
     out = dict(example)
     for k in ("image", "mask", "valid"):
         if k in out:
-            v = out[k]
+            v = tf.convert_to_tensor(out[k])
             v = tf.cond(u[0] < 0.5, lambda v=v: tf.reverse(v, axis=[1]), lambda v=v: v)
             v = tf.cond(u[1] < 0.5, lambda v=v: tf.reverse(v, axis=[0]), lambda v=v: v)
             out[k] = v
