@@ -96,7 +96,22 @@ def build_model(cfg: Config):
 
     setup_data_parallel(cfg, cfg.train.batch_size)  # variables must be created under the distribution
     s = cfg.data.tile.size
+    if is_distilled(cfg.model.name):  # the two head logits, to train them on separate targets
+        return build_from_config(cfg.model, (s, s, 3), training_outputs=True)
     return build_from_config(cfg.model, (s, s, 3))
+
+
+def inference_view(model):
+    """The {"score", "heatmap"} model sharing `model`'s layers (what best.keras holds).
+
+    For the distilled DeiT, training uses extra head-logit outputs; checkpoints meant for
+    evaluation / predict keep the contract's two outputs only.
+    """
+    keys = output_keys(model)
+    if set(keys) <= {"score", "heatmap"}:
+        return model
+    out = model.output
+    return keras.Model(model.input, {k: out[k] for k in ("score", "heatmap") if k in out}, name=model.name)
 
 
 def score_metrics():
@@ -115,12 +130,16 @@ def compile_model(model, cfg: Config, learning_rate: Optional[float] = None, dis
     target for the other outputs (see :func:`targets`); no loss or metric reads it.
     With `distill`, the DeiT distillation head ("dist_score") also gets a BCE loss.
     """
-    loss = {"score": keras.losses.BinaryCrossentropy()}
-    if distill:
-        loss[DIST_OUTPUT] = keras.losses.BinaryCrossentropy()
+    if distill:  # DeiT: mean of CE(class head, label) and CE(distillation head, teacher label)
+        bce = keras.losses.BinaryCrossentropy(from_logits=True)
+        loss = {CLS_OUTPUT: bce, DIST_OUTPUT: keras.losses.BinaryCrossentropy(from_logits=True)}
+        weights = {CLS_OUTPUT: 0.5, DIST_OUTPUT: 0.5}
+    else:
+        loss, weights = {"score": keras.losses.BinaryCrossentropy()}, None
     model.compile(
         optimizer=build_optimizer(cfg, learning_rate),
         loss=loss,
+        loss_weights=weights,
         metrics={"score": score_metrics()},
     )
     return model
@@ -145,7 +164,12 @@ def metric_key(name: str, model) -> str:
 
 # ---------------------------------------------------------------- distillation (DeiT)
 
-DIST_OUTPUT = "dist_score"  # sigmoid of the distillation head (DeiT-distilled), see models
+CLS_OUTPUT = "cls_logit"  # DeiT-distilled class-token head logit (models: training_outputs=True)
+DIST_OUTPUT = "distill_logit"  # DeiT-distilled distillation-token head logit
+
+
+def is_distilled(name: str) -> bool:
+    return "distilled" in name
 
 
 def has_dist_head(model) -> bool:
@@ -172,7 +196,7 @@ def targets(label, output_names, teacher=None):
 
     out = {}
     for name in output_names:
-        if name == "score":
+        if name in ("score", CLS_OUTPUT):
             out[name] = label
         elif name == DIST_OUTPUT:
             out[name] = label if teacher is None else teacher
@@ -304,10 +328,10 @@ class RunCheckpoint(keras.callbacks.Callback):
         value = logs.get(self.monitor_key)
         runs.save_model_atomic(self.model, self.run_dir / runs.LAST)
         if value is not None and self._better(float(value), self.state.get("best")):
-            runs.save_model_atomic(self.model, self.run_dir / runs.BEST)
+            runs.save_model_atomic(inference_view(self.model), self.run_dir / runs.BEST)
             self.state.update(best=float(value), best_epoch=epoch)
         elif not (self.run_dir / runs.BEST).is_file():  # a NaN first epoch: still leave a model
-            runs.save_model_atomic(self.model, self.run_dir / runs.BEST)
+            runs.save_model_atomic(inference_view(self.model), self.run_dir / runs.BEST)
             self.state.setdefault("best_epoch", epoch)
         self.state["next_epoch"] = epoch + 1
         self.state["epoch_seconds"] = list(self.state.get("epoch_seconds", [])) + [logs.get("epoch_seconds")]
@@ -374,7 +398,10 @@ def _load_teacher(cfg: Config, model):
         print(f"{cfg.model.name}: no train.teacher_run given, so the distillation head is trained "
               "on the labels (both heads see the same targets)")
         return None
-    _, teacher = runs.load_run(cfg.train.teacher_run, "best")
+    tcfg, teacher = runs.load_run(cfg.train.teacher_run, "best")
+    if tcfg.data.tile.size != cfg.data.tile.size:
+        raise ConfigError(f"key 'train.teacher_run': the teacher was trained on {tcfg.data.tile.size} px tiles, "
+                          f"this run uses {cfg.data.tile.size} px (data.tile.size): use a teacher of the same tile size")
     print(f"{cfg.model.name}: hard-label distillation from the teacher run '{cfg.train.teacher_run}'")
     return teacher
 
@@ -445,7 +472,7 @@ def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: O
 def finish(cfg: Config, run_dir, model, data: Data, state: dict, batch_size: int, n_devices: int = 1) -> dict:
     """Evaluate the best checkpoint on val and test, write summary.json, return it."""
     run_dir = Path(run_dir)
-    model.load_weights(run_dir / runs.BEST)
+    inference_view(model).load_weights(run_dir / runs.BEST)  # same structure as saved; shares weights
     val = model.evaluate(data.val, return_dict=True, verbose=0)
     test = model.evaluate(data.test, return_dict=True, verbose=0) if data.test is not None else {}
     get = lambda d, k: (float(d[metric_key(k, model)]) if metric_key(k, model) in d else None)  # noqa: E731
