@@ -226,3 +226,45 @@ def test_gradient_fn_tensorflow_backend_matches_jax():
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0 and "OK tensorflow" in r.stdout, r.stderr[-2000:]
+
+
+# --- with the real models -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_gradcam_on_a_real_cnn_is_relu_of_its_cam():
+    models = pytest.importorskip("kerasxai.models")
+    keras.utils.set_random_seed(0)
+    model = models.build_model("mobilenetv3_large_d", input_shape=(64, 64, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    maps = GradCAMExplainer(models.explain_model(model))(x)
+    heat = np.asarray(model.predict_on_batch(x)["heatmap"])
+    hw = heat.shape[1] * heat.shape[2]
+    np.testing.assert_allclose(maps["Grad-CAM"], np.maximum(heat, 0) / hw, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_gradient_rollout_on_a_real_distilled_deit():
+    models = pytest.importorskip("kerasxai.models")
+    keras.utils.set_random_seed(0)
+    model = models.build_model("deit_tiny_distilled_patch16_224", input_shape=(64, 64, 3))
+    em = models.explain_model(model)
+    gr = GradRolloutExplainer(em)
+    assert gr.probes is not None and gr.num_prefix_tokens == 2
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    logit, attn, grads = gr.attention_gradients(x)
+    ref = em.predict_on_batch(x)
+    np.testing.assert_allclose(logit, ref["logit"], rtol=1e-5, atol=1e-5)  # the probe re-run is the model
+    for a, b in zip(attn, ref["attentions"]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    eps = 1e-2
+    for block, idx in [(0, (1, 2, 0, 5)), (11, (0, 0, 0, 3))]:
+        off = [np.zeros_like(a) for a in attn]
+        off[block][idx] = eps
+        up, _, _ = gr._probe_grad(off, [x])
+        off[block][idx] = -eps
+        dn, _, _ = gr._probe_grad(off, [x])
+        fd = (up - dn)[idx[0], 0] / (2 * eps)
+        assert grads[block][idx] == pytest.approx(fd, rel=5e-2, abs=1e-3)
+    heat = gr(x)["Gradient rollout"]
+    assert heat.shape == (2, 4, 4) and np.all(np.isfinite(heat))

@@ -7,9 +7,15 @@ logit with respect to them, the positive part is kept and the heads are averaged
 rollout as the single-pass maps (identity added, rows normalized, product, CLS row over
 the patch tokens) via :func:`kerasxai.models.rollout.rollout`, without discarding.
 
-The gradients come from a Keras sub-model ``[image, A_1..A_L] -> logit`` cut from
-``explain_model(model)``'s graph at the attention tensors, so the logit is differentiated
-through the attention values actually used downstream.
+How d logit / d A_l is obtained (the total derivative, through every later block):
+
+- when the attention probabilities are separate graph tensors consumed downstream, a Keras
+  sub-model ``[image, A_1..A_L] -> logit`` cut from ``explain_model(model)``'s graph;
+- for kerasxai's ``SelfAttention`` layers (which return ``(output, probabilities)`` from
+  one node, so the graph cannot be cut there), the explain graph is re-run with each such
+  layer replaced by the same computation plus a zero offset on its probabilities, and the
+  gradient is taken with respect to the offsets. A test checks that this re-run reproduces
+  the model's logit and attentions and that the gradient matches finite differences.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import math
 import keras
 import numpy as np
 
-from kerasxai.explain.gradients import gradient_fn
+from keras import ops
+
+from kerasxai.explain.gradients import gradient_fn, value_and_grad
 
 __all__ = ["GradRolloutExplainer", "gradient_weighted_attention", "infer_prefix_tokens"]
 
@@ -36,6 +44,33 @@ def infer_prefix_tokens(tokens: int) -> int:
         if side * side == tokens - prefix:
             return prefix
     raise ValueError(f"{tokens} tokens is not 1 or 2 prefix tokens plus a square patch grid")
+
+
+def _probed_attention(layer, x, offset):
+    """kerasxai.models.layers.SelfAttention.call with ``offset`` added to its probabilities."""
+    t, dim = x.shape[1], x.shape[2]
+    heads = layer.num_heads
+    head_dim = dim // heads
+    qkv = ops.reshape(ops.matmul(x, layer.qkv_kernel) + layer.qkv_bias, (-1, t, 3, heads, head_dim))
+    q = ops.transpose(qkv[:, :, 0], (0, 2, 1, 3))
+    k = ops.transpose(qkv[:, :, 1], (0, 2, 3, 1))
+    v = ops.transpose(qkv[:, :, 2], (0, 2, 1, 3))
+    probs = ops.softmax(ops.matmul(q, k) * (1.0 / math.sqrt(head_dim)), axis=-1) + offset
+    out = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (-1, t, dim))
+    return ops.matmul(out, layer.proj_kernel) + layer.proj_bias, probs
+
+
+def _probe_layers(attentions) -> list | None:
+    """The SelfAttention layers producing each attention tensor, or None if any is not one."""
+    found = []
+    for a in attentions:
+        op = getattr(a, "_keras_history", (None,))[0]
+        if type(op).__name__ != "SelfAttention" or not all(
+            hasattr(op, k) for k in ("qkv_kernel", "qkv_bias", "proj_kernel", "proj_bias", "num_heads")
+        ):
+            return None
+        found.append(op)
+    return found
 
 
 class GradRolloutExplainer:
@@ -56,18 +91,42 @@ class GradRolloutExplainer:
             raise ValueError("gradient rollout needs explain_model(model) with outputs 'logit' and 'attentions' (a transformer)")
         attentions = list(out["attentions"])
         self.explainer = explainer
-        self.sub = keras.Model([*explainer.inputs, *attentions], out["logit"], name="attentions_to_logit")
-        self._grad = gradient_fn(self.sub)
+        self.probes = _probe_layers(attentions)
+        if self.probes is None:
+            self.sub = keras.Model([*explainer.inputs, *attentions], out["logit"], name="attentions_to_logit")
+            self._grad = gradient_fn(self.sub)
+        else:
+            self._probe_grad = value_and_grad(self._probed_forward)
         tokens = int(attentions[0].shape[-1])
         self.num_prefix_tokens = num_prefix_tokens or infer_prefix_tokens(tokens)
+
+    def _probed_forward(self, offsets, const):
+        index = {id(layer): i for i, layer in enumerate(self.probes)}
+
+        def operation_fn(op):
+            if id(op) in index:
+                return lambda x, **_: _probed_attention(op, x, offsets[index[id(op)]])
+            return op
+
+        out = self.explainer._run_through_graph(const, operation_fn=operation_fn)
+        return out["logit"], out["attentions"]
+
+    def attention_gradients(self, images) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """(logit (B,1), attentions [(B,heads,T,T)], d logit / d attentions) for a batch."""
+        images = np.asarray(images, np.float32)
+        if self.probes is None:
+            attentions = [np.asarray(a) for a in self.explainer.predict_on_batch(images)["attentions"]]
+            logit, grads = self._grad([images, *attentions])
+            return logit, attentions, grads[1:]
+        shapes = [(images.shape[0], *a.shape[1:]) for a in self.explainer.output["attentions"]]
+        offsets = [np.zeros(s, np.float32) for s in shapes]
+        logit, attentions, grads = self._probe_grad(offsets, [images])
+        return logit, list(attentions), grads
 
     def __call__(self, images) -> dict[str, np.ndarray]:
         from kerasxai.models.rollout import rollout
 
-        images = np.asarray(images, np.float32)
-        attentions = [np.asarray(a) for a in self.explainer.predict_on_batch(images)["attentions"]]
-        _, grads = self._grad([images, *attentions])
-        grads = grads[1:]
+        _, attentions, grads = self.attention_gradients(images)
         if all(not np.any(g) for g in grads):
             raise ValueError(
                 "the logit does not depend on the exposed attention tensors (all gradients are 0): "

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
-__all__ = ["gradient_fn"]
+__all__ = ["gradient_fn", "value_and_grad"]
 
 GradFn = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
 
@@ -43,6 +43,62 @@ def gradient_fn(model: keras.Model) -> GradFn:
         return _tf_gradient_fn(model)
     if backend == "torch":
         return _torch_gradient_fn(model)
+    raise ValueError(f"gradients are not implemented for the Keras backend '{backend}' (use jax, tensorflow or torch)")
+
+
+def value_and_grad(fn: Callable) -> Callable:
+    """Differentiate a Python function of tensors, dispatched on the backend.
+
+    ``fn(diff, const) -> (out, aux)`` takes two lists of tensors and returns a per-sample
+    output ``out`` (B, 1) and any auxiliary tensors. The result ``call(diff, const)``
+    returns ``(out, aux, grads)`` as NumPy, ``grads`` being d sum(out) / d diff. Under JAX
+    the function is jitted once (shapes fixed per batch size).
+    """
+    backend = keras.backend.backend()
+    to_np = keras.ops.convert_to_numpy
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def total(diff, const):
+            out, aux = fn(diff, const)
+            return jnp.sum(out), (out, aux)
+
+        step = jax.jit(jax.value_and_grad(total, argnums=0, has_aux=True))
+
+        def call(diff, const):
+            (_, (out, aux)), grads = step([jnp.asarray(d) for d in diff], [jnp.asarray(c) for c in const])
+            return np.asarray(out), keras.tree.map_structure(np.asarray, aux), [np.asarray(g) for g in grads]
+
+        return call
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def call(diff, const):
+            diff = [tf.convert_to_tensor(d) for d in diff]
+            const = [tf.convert_to_tensor(c) for c in const]
+            with tf.GradientTape() as tape:
+                tape.watch(diff)
+                out, aux = fn(diff, const)
+                total = tf.reduce_sum(out)
+            grads = tape.gradient(total, diff)
+            grads = [tf.zeros_like(d) if g is None else g for d, g in zip(diff, grads)]
+            return to_np(out), keras.tree.map_structure(to_np, aux), [to_np(g) for g in grads]
+
+        return call
+    if backend == "torch":
+        import torch
+
+        def call(diff, const):
+            diff = [keras.ops.convert_to_tensor(d).detach().requires_grad_(True) for d in diff]
+            const = [keras.ops.convert_to_tensor(c) for c in const]
+            out, aux = fn(diff, const)
+            grads = torch.autograd.grad(out.sum(), diff, allow_unused=True)
+            grads = [torch.zeros_like(d) if g is None else g for d, g in zip(diff, grads)]
+            detach = lambda t: t.detach().cpu().numpy()  # noqa: E731
+            return detach(out), keras.tree.map_structure(detach, aux), [detach(g) for g in grads]
+
+        return call
     raise ValueError(f"gradients are not implemented for the Keras backend '{backend}' (use jax, tensorflow or torch)")
 
 
