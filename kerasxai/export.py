@@ -1,0 +1,56 @@
+"""Export a trained run for TF Serving: ``python -m kerasxai.export``.
+
+    python -m kerasxai.export --run runs/pcb-20260101-120000 --out exported/kerasxai/1
+
+Writes a TF SavedModel in TF Serving's ``<model_name>/<version>`` layout with the signatures
+``serving_default`` (uint8 tiles -> score, heatmap) and ``localize`` (one uint8 image of any
+size -> stitched heatmap, mask, tile scores, positions); see :mod:`kerasxai.serving`. The
+folder appears complete or not at all; an existing version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+PROG = "kerasxai.export"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="training run folder (config.yaml + best.keras)")
+    p.add_argument("--out", required=True, help="new version folder, e.g. exported/kerasxai/1")
+    p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of the run")
+    p.add_argument("--no-localize", action="store_true", help="only the tile signature (serving_default)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from kerasxai.serving import ExportError, check_target
+
+    def fail(msg: str) -> int:
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+
+    run = Path(args.run)
+    if not run.is_dir():
+        return fail(f"run folder '{run}' not found: pass a folder written by python -m kerasxai.train")
+    try:
+        check_target(args.out)
+    except ExportError as exc:
+        return fail(str(exc))
+
+    from kerasxai.serving import export_run
+
+    try:
+        out = export_run(run, args.out, which=args.which, localize=not args.no_localize)
+    except ValueError as exc:  # ExportError, RunError, ConfigError
+        return fail(str(exc))
+    print(f"{PROG}: wrote {out} (check: saved_model_cli show --dir {out} --all)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

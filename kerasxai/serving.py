@@ -1,0 +1,169 @@
+"""TF SavedModel export for TF Serving, from any Keras backend (JAX: through jax2tf).
+
+Signatures (``saved_model_cli show --dir DIR --all`` lists them):
+
+- ``serving_default`` (alias of ``serve``): ``tiles`` uint8 (None, S, S, 3) raw RGB pixels
+  -> ``score`` float32 (None, 1), ``heatmap`` float32 (None, h, w). Any normalization is a
+  layer of the model, so a client sends raw pixels.
+- ``localize``: ``image`` uint8 (H, W, 3) of any size -> ``heatmap`` float32 (H, W) in 0..1,
+  ``mask`` uint8 (H, W) in {0, 1}, ``scores`` float32 (N,), ``positions`` int32 (N, 2)
+  (tile top-left ``y, x``). The image is tiled, sent through the same exported model
+  function, and stitched in TF ops exactly as :mod:`kerasxai.localize` does it (same grid,
+  per-tile bilinear upsampling and min-max normalization over valid pixels, gating by score,
+  overlap averaging, ``map * 255 >= pixel_threshold``).
+
+``assets.extra/kerasxai.json`` records the tiling and thresholds (TF Serving ignores it).
+The export is written to a temporary folder beside the target and renamed into place; an
+existing version folder is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+SERVE = "serve"
+LOCALIZE = "localize"
+
+
+class ExportError(ValueError):
+    """Bad export target or model; the message says what to do."""
+
+
+def check_target(out_dir: str | Path) -> Path:
+    """``out_dir`` must be ``.../<model_name>/<integer version>`` and not exist yet."""
+    out = Path(out_dir)
+    if not out.name.isdigit():
+        raise ExportError(f"'{out}': the last folder must be an integer version (TF Serving layout "
+                          f"<model_name>/<version>), e.g. exported/kerasxai/1")
+    if out.exists():
+        raise ExportError(f"'{out}' already exists: a served version is never overwritten; "
+                          f"export to a new version number (e.g. {out.parent / str(int(out.name) + 1)})")
+    return out
+
+
+def _tile_starts(tf, length, size: int, stride: int):
+    """TileGrid.starts in TF ops: steps of ``stride``, the last start flush with the border."""
+    span = tf.maximum(length - size, 0)
+    count = tf.where(length <= size, 1, (span + stride - 1) // stride + 1)
+    return tf.minimum(tf.range(count) * stride, span)
+
+
+def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_threshold: float,
+                     pixel_threshold: int):
+    """A ``tf.function`` (H, W, 3) uint8 -> stitched outputs, calling ``serve_fn`` on the tiles."""
+    s, stride = int(tile_size), int(tile_size) - int(overlap)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.uint8, name="image")], autograph=False)
+    def localize(image):
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        ph, pw = tf.maximum(h, s), tf.maximum(w, s)
+        padded = tf.pad(image, [[0, ph - h], [0, pw - w], [0, 0]])  # zeros, as tile_image
+        valid_full = tf.pad(tf.ones((h, w), tf.bool), [[0, ph - h], [0, pw - w]])
+        ys, xs = _tile_starts(tf, h, s, stride), _tile_starts(tf, w, s, stride)
+        ny, nx = tf.size(ys), tf.size(xs)
+        r = tf.range(s)
+        rows, cols = ys[:, None] + r[None], xs[:, None] + r[None]  # (ny, S), (nx, S)
+
+        def cut(full):  # (Hp, Wp, ...) -> (ny * nx, S, S, ...), row-major like TileGrid.positions
+            t = tf.gather(tf.gather(full, rows, axis=0), cols, axis=2)  # (ny, S, nx, S, ...)
+            rank = len(full.shape)
+            t = tf.transpose(t, [0, 2, 1, 3] + list(range(4, rank + 2)))
+            return tf.reshape(t, tf.concat([[ny * nx, s, s], tf.shape(full)[2:]], 0))
+
+        tiles, valid = cut(padded), cut(valid_full)
+        out = serve_fn(tiles)
+        scores = tf.reshape(tf.cast(out["score"], tf.float32), [-1])
+        heat = tf.image.resize(tf.cast(out["heatmap"], tf.float32)[..., None], (s, s), method="bilinear")[..., 0]
+        lo = tf.reduce_min(tf.where(valid, heat, float("inf")), axis=[1, 2], keepdims=True)
+        hi = tf.reduce_max(tf.where(valid, heat, float("-inf")), axis=[1, 2], keepdims=True)
+        span = hi - lo
+        keep = (span > 0) & (scores > score_threshold)[:, None, None] & valid
+        maps = tf.where(keep, tf.clip_by_value((heat - lo) / tf.where(span > 0, span, 1.0), 0.0, 1.0), 0.0)
+
+        gy, gx = tf.meshgrid(ys, xs, indexing="ij")
+        ty, tx = tf.reshape(gy, [-1]), tf.reshape(gx, [-1])
+        flat = (ty[:, None, None] + r[None, :, None]) * pw + (tx[:, None, None] + r[None, None, :])
+        flat = tf.reshape(flat, [-1])
+        total = tf.math.unsorted_segment_sum(tf.reshape(maps, [-1]), flat, ph * pw)
+        count = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, ph * pw)
+        heatmap = tf.reshape(total / tf.maximum(count, 1.0), (ph, pw))[:h, :w]
+        mask = tf.cast(heatmap * 255.0 >= float(pixel_threshold), tf.uint8)
+        return {"heatmap": heatmap, "mask": mask, "scores": scores, "positions": tf.stack([ty, tx], axis=1)}
+
+    return localize
+
+
+def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2, score_threshold: float = 0.5,
+                 pixel_threshold: int = 127, localize: bool = True, metadata: dict | None = None,
+                 verbose: bool = False) -> Path:
+    """Write ``model`` as a TF Serving SavedModel at ``out_dir`` (``.../name/<version>``).
+
+    Returns the final path. Raises :class:`ExportError` when the target is not a fresh
+    version folder.
+    """
+    import keras
+    import tensorflow as tf
+
+    out = check_target(out_dir)
+    s = int(tile_size)
+    if tuple(model.input_shape[1:3]) not in ((s, s), (None, None)):
+        raise ExportError(f"model input {model.input_shape[1:]} does not match tile size {s}")
+
+    def serve(tiles):
+        outputs = model(keras.ops.cast(tiles, "float32"), training=False)
+        return {"score": outputs["score"], "heatmap": outputs["heatmap"]}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    serve_fn = archive.add_endpoint(
+        SERVE, serve, input_signature=[tf.TensorSpec((None, s, s, 3), tf.uint8, name="tiles")]
+    )
+    if localize:
+        loc = make_localize_fn(tf, serve_fn, tile_size=s, overlap=overlap, score_threshold=score_threshold,
+                               pixel_threshold=pixel_threshold)
+        loc.get_concrete_function()
+        archive.add_endpoint(LOCALIZE, loc)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        archive.write_out(str(tmp), verbose=verbose)
+        info = {
+            "model": model.name,
+            "tile_size": s,
+            "overlap": int(overlap),
+            "score_threshold": float(score_threshold),
+            "pixel_threshold": int(pixel_threshold),
+            "signatures": {"serving_default": "tiles uint8 (None, S, S, 3) -> score (None, 1), heatmap (None, h, w)"}
+            | ({LOCALIZE: "image uint8 (H, W, 3) -> heatmap (H, W), mask (H, W), scores (N,), positions (N, 2)"}
+               if localize else {}),
+            "backend": keras.backend.backend(),
+            **(metadata or {}),
+        }
+        (tmp / "assets.extra").mkdir(exist_ok=True)
+        (tmp / "assets.extra" / "kerasxai.json").write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():  # someone else exported this version meanwhile
+            raise ExportError(f"'{out}' appeared during the export; not overwriting it")
+        os.rename(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best", localize: bool = True,
+               verbose: bool = False) -> Path:
+    """Export a training run's model with its config's tiling and thresholds."""
+    check_target(out_dir)  # fail before loading a model
+    from kerasxai.runs import load_run
+
+    cfg, model = load_run(run_dir, which=which)
+    return export_model(model, out_dir, tile_size=cfg.data.tile.size, overlap=cfg.data.tile.overlap,
+                        score_threshold=cfg.eval.score_threshold, pixel_threshold=cfg.eval.pixel_threshold,
+                        localize=localize, verbose=verbose,
+                        metadata={"run": str(run_dir), "checkpoint": which, "model_name": cfg.model.name})
