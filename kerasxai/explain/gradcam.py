@@ -62,5 +62,10 @@ class GradCAMExplainer:
 
     def __call__(self, images) -> dict[str, np.ndarray]:
         features = np.asarray(self.explainer.predict_on_batch(np.asarray(images, np.float32))["features"])
+        return self.from_features(features)
+
+    def from_features(self, features) -> dict[str, np.ndarray]:
+        """Both maps from features already computed (saves a forward pass)."""
+        features = np.asarray(features, np.float32)
         _, (grads,) = self._grad([features])
         return {"Grad-CAM": gradcam(features, grads), "Grad-CAM++": gradcam_plus_plus(features, grads)}

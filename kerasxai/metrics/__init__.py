@@ -28,11 +28,11 @@ __all__ = [
 
 # Column names for tables: key -> human label (pooled = one confusion matrix over all pixels).
 METRIC_LABELS = {
-    "pooled_f1": "F1",
-    "pooled_precision": "Precision",
-    "pooled_jaccard": "Jaccard",
-    "pooled_accuracy": "Pixel accuracy",
-    "pooled_recall": "Recall",
+    "pooled_f1": "F1 (pooled)",
+    "pooled_precision": "Precision (pooled)",
+    "pooled_jaccard": "Jaccard (pooled)",
+    "pooled_accuracy": "Pixel accuracy (pooled)",
+    "pooled_recall": "Recall (pooled)",
     "pointing_game": "Pointing game",
     "classification_accuracy": "Classification accuracy",
     "pxap": "PxAP",
