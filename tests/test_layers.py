@@ -1,0 +1,105 @@
+"""Custom layers: CAMHead math, SelfAttention vs NumPy, token layers, config round trips."""
+
+import numpy as np
+import pytest
+
+import kerasxai  # noqa: F401
+import keras
+from kerasxai.models.layers import (
+    AttentionRollout,
+    CAMHead,
+    PositionEmbedding,
+    PrefixTokens,
+    SelectToken,
+    SelfAttention,
+)
+
+
+def roundtrip(layer):
+    """A layer rebuilt from its serialized config (what .keras files store)."""
+    return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+
+
+def test_cam_head_invariant_and_heatmap():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(3, 5, 4, 7)).astype("float32")
+    head = CAMHead(name="cam_head")
+    out = {k: np.asarray(v) for k, v in head(feats).items()}
+    kernel, bias = (np.asarray(w) for w in head.get_weights())
+    np.testing.assert_allclose(out["heatmap"], np.einsum("bhwc,c->bhw", feats, kernel[:, 0]), rtol=1e-5, atol=1e-5)
+    # mean over (h, w) of the heatmap + bias == logit; score = sigmoid(logit)
+    np.testing.assert_allclose(out["heatmap"].mean(axis=(1, 2))[:, None] + bias, out["logit"], atol=1e-5)
+    np.testing.assert_allclose(out["score"], 1 / (1 + np.exp(-out["logit"])), atol=1e-6)
+    assert out["heatmap"].shape == (3, 5, 4) and out["score"].shape == (3, 1)
+
+
+def test_cam_head_dropout_only_in_training_and_score_only_variant():
+    feats = np.ones((4, 2, 2, 64), dtype="float32")
+    head = CAMHead(dropout=0.5)
+    infer = np.asarray(head(feats)["logit"])
+    train = np.asarray(head(feats, training=True)["logit"])
+    assert not np.allclose(infer, train)
+    score_only = CAMHead(heatmap=False, dropout=0.5)
+    score_only.build(feats.shape)
+    score_only.set_weights(head.get_weights())  # same weights layout
+    out = score_only(feats)
+    assert set(out) == {"score", "logit"}
+    np.testing.assert_allclose(np.asarray(out["logit"]), infer, atol=1e-6)
+    clone = roundtrip(head)
+    assert (clone.heatmap, clone.dropout) == (True, 0.5)
+
+
+def numpy_attention(x, qkv_k, qkv_b, proj_k, proj_b, heads):
+    b, t, d = x.shape
+    hd = d // heads
+    qkv = (x @ qkv_k + qkv_b).reshape(b, t, 3, heads, hd).transpose(2, 0, 3, 1, 4)
+    q, k, v = qkv
+    logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p = p / p.sum(-1, keepdims=True)
+    out = (p @ v).transpose(0, 2, 1, 3).reshape(b, t, d)
+    return out @ proj_k + proj_b, p
+
+
+def test_self_attention_matches_numpy_and_fused_path():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 5, 12)).astype("float32")
+    layer = SelfAttention(3)
+    y, probs = layer(x)
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    want_y, want_p = numpy_attention(x.astype("float64"), *weights, heads=3)
+    np.testing.assert_allclose(np.asarray(probs), want_p, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(y), want_y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, atol=1e-5)
+    fused = SelfAttention(3, return_attention=False)
+    fused.build(x.shape)
+    fused.set_weights(layer.get_weights())  # same weights, dot_product_attention path
+    np.testing.assert_allclose(np.asarray(fused(x)), np.asarray(y), rtol=1e-4, atol=1e-5)
+    assert roundtrip(fused).return_attention is False
+
+
+def test_token_layers():
+    x = np.arange(2 * 4 * 3, dtype="float32").reshape(2, 4, 3)
+    prefix = PrefixTokens(2)
+    y = np.asarray(prefix(x))
+    assert y.shape == (2, 6, 3)
+    np.testing.assert_array_equal(y[:, 2:], x)
+    np.testing.assert_array_equal(y[0, :2], y[1, :2])  # the same learned tokens per image
+    pos = PositionEmbedding()
+    z = np.asarray(pos(y))
+    np.testing.assert_allclose(z - y, np.broadcast_to(np.asarray(pos.embedding), z.shape), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(SelectToken(1)(y)), y[:, 1])
+    assert roundtrip(prefix).num_tokens == 2 and roundtrip(SelectToken(1)).index == 1
+
+
+def test_rollout_layer_config_and_validation():
+    layer = AttentionRollout("min", 0.5, 2, (2, 3), name="rollout")
+    clone = roundtrip(layer)
+    assert (clone.fusion, clone.discard_ratio, clone.num_prefix_tokens, clone.grid_size) == ("min", 0.5, 2, (2, 3))
+    t = 2 + 6
+    att = [np.full((1, 3, t, t), 1 / t, dtype="float32")]
+    assert tuple(clone(att).shape) == (1, 2, 3)
+    with pytest.raises(ValueError, match="fusion"):
+        AttentionRollout("avg")
+    with pytest.raises(ValueError, match="discard_ratio"):
+        AttentionRollout("mean", 1.5)
