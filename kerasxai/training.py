@@ -244,14 +244,17 @@ def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[
     train = train.repeat().prefetch(tf.data.AUTOTUNE)
 
     val_src, n_val = _capped(load_split(prepared_dir, "val"), counts["val"], t.max_val_tiles)
-    val = with_targets(training_dataset(val_src, bs, flips=False, shuffle=False))
+    # a known length lets Keras size the validation loop (no "ran out of data" on epoch 1)
+    val = with_targets(training_dataset(val_src, bs, flips=False, shuffle=False)).apply(
+        tf.data.experimental.assert_cardinality(math.ceil(n_val / bs)))
     if n_val * cfg.data.tile.size ** 2 * 3 * 4 <= 256 * 2**20:  # small enough: decode once
         val = val.cache()
-    test = None
+    test, n_test = None, 0
     if counts["test"] > 0 and t.max_test_tiles != 0:
-        test_src, _ = _capped(load_split(prepared_dir, "test"), counts["test"], t.max_test_tiles)
-        test = with_targets(training_dataset(test_src, bs, flips=False, shuffle=False))
-    counts = dict(counts, val_used=n_val)
+        test_src, n_test = _capped(load_split(prepared_dir, "test"), counts["test"], t.max_test_tiles)
+        test = with_targets(training_dataset(test_src, bs, flips=False, shuffle=False)).apply(
+            tf.data.experimental.assert_cardinality(math.ceil(n_test / bs)))
+    counts = dict(counts, val_used=n_val, test_used=n_test)
     return Data(Path(prepared_dir), train, val, test, steps, counts)
 
 

@@ -1,0 +1,97 @@
+"""Hyper-parameter search: reports of a 2-trial search, continuing a stopped search, and a
+KerasTuner chief + two workers on localhost."""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+
+from kerasxai import tuning
+from kerasxai.config import ConfigError, load_config
+from kerasxai.tune import main as tune_main
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from test_train import synthetic_overrides  # noqa: E402
+
+
+def search_overrides(tmp_path, **extra):
+    items = {"tune.dir": str(tmp_path / "tuning"), "tune.batch_sizes": "[4,8]", "train.steps_per_epoch": 1,
+             "train.max_val_tiles": 8, "train.max_test_tiles": 8}
+    items.update(extra)
+    return synthetic_overrides(tmp_path) + [f"{k}={v}" for k, v in items.items()]
+
+
+def read_rows(folder):
+    with open(folder / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_learning_rate_ranges_follow_table_3_1():
+    cnn = load_config(None, ["data.reader=synthetic", "model.name=efficientnetv2_s"])
+    vit = load_config(None, ["data.reader=synthetic", "model.name=vit_tiny_patch16_224"])
+    assert tuning.lr_range(cnn) == (1e-4, 1e-2)
+    assert tuning.lr_range(vit) == (1e-5, 1e-4)
+    vit.tune.lr_min, vit.tune.lr_max = 2e-5, 3e-5
+    assert tuning.lr_range(vit) == (2e-5, 3e-5)
+    vit.tune.lr_min = 1e-3
+    with pytest.raises(ConfigError, match="tune.lr_min"):
+        tuning.check_config(vit)
+
+
+def test_bad_search_config_fails_before_any_trial(tmp_path, capsys):
+    code = tune_main(["--config", str(REPO / "configs" / "demo.yaml"), *search_overrides(tmp_path),
+                      "tune.objective=val_auc"])
+    assert code == 2 and "tune.objective" in capsys.readouterr().err
+    assert not (tmp_path / "tuning").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_two_trial_search_writes_table_figure_best_config_and_continues(tmp_path, capsys):
+    config = str(REPO / "configs" / "demo.yaml")
+    assert tune_main(["--config", config, *search_overrides(tmp_path), "--trials", "2", "--quiet"]) == 0
+    folder = tmp_path / "tuning" / "syn"
+    rows = read_rows(folder)
+    assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows)
+    lo, hi = tuning.lr_range(load_config(config, synthetic_overrides(tmp_path)))
+    for r in rows:
+        assert lo <= float(r["learning_rate"]) <= hi and int(r["batch_size"]) in (4, 8)
+        assert 0 <= float(r["val_accuracy"]) <= 1 and 0 <= float(r["test_accuracy"]) <= 1
+    best = [r for r in rows if r["best"] == "True"]
+    assert len(best) == 1 and float(best[0]["val_accuracy"]) == max(float(r["val_accuracy"]) for r in rows)
+    md = (folder / "trials.md").read_text()
+    assert md.count("**best**") == 1 and "Learning rate" in md and "Test accuracy" in md
+    png = (folder / "parallel_coordinates.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    best_cfg = load_config(folder / "best_config.yaml")  # ready for `train`
+    assert best_cfg.train.learning_rate == pytest.approx(float(best[0]["learning_rate"]))
+    assert best_cfg.train.batch_size == int(best[0]["batch_size"])
+    trial_runs = sorted((folder / "runs").iterdir())
+    assert len(trial_runs) == 2 and all((r / "summary.json").is_file() for r in trial_runs)
+
+    # the same command with a larger budget continues: old trials are kept, one new trial runs
+    assert tune_main(["--config", config, *search_overrides(tmp_path), "--trials", "3", "--quiet"]) == 0
+    rows3 = read_rows(folder)
+    assert len(rows3) == 3 and [r["learning_rate"] for r in rows3[:2]] == [r["learning_rate"] for r in rows]
+    assert len(list((folder / "runs").iterdir())) == 3
+
+
+@pytest.mark.slow
+def test_chief_and_two_workers_complete_their_trials(tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    from tune_cluster import launch
+
+    overrides = search_overrides(tmp_path, **{"tune.trials": 2, "name": "cluster"})
+    code = launch(str(REPO / "configs" / "demo.yaml"), overrides, workers=2, timeout=1500,
+                  log_dir=tmp_path / "logs")
+    logs = {p.stem: p.read_text() for p in (tmp_path / "logs").iterdir()}
+    assert code == 0, {k: v[-2000:] for k, v in logs.items()}
+    folder = tmp_path / "tuning" / "cluster"
+    rows = read_rows(folder)
+    assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows)
+    assert (folder / "best_config.yaml").is_file() and (folder / "parallel_coordinates.png").is_file()
+    assert "worker done" in logs["tuner0"] and "worker done" in logs["tuner1"]
+    ran = [k for k in ("tuner0", "tuner1") if "trial " in logs[k] and "learning_rate=" in logs[k]]
+    assert ran, "no worker ran a trial"
+    assert len(list((folder / "runs").iterdir())) == 2
