@@ -1,0 +1,291 @@
+"""Measurements inside ONE Keras backend process (run by tools/bench.py, one per backend).
+
+    KERAS_BACKEND=jax python tools/bench_worker.py models --models mobilenetv3_large --json out.json
+
+Tasks:
+- ``models``: per model, score-only vs score+heatmap tiles/s at each batch size (the two
+  variants interleaved round by round, order alternating, so load drift hits both alike),
+  peak RSS during the timed passes, compile time, parameters, heatmap resolution, GFLOPs
+  (JAX: XLA HLO cost analysis) and the backend's f32 matmul peak GFLOPS.
+- ``posthoc``: single-pass score+heatmap vs post-hoc Grad-CAM / gradient rollout
+  (kerasxai.explain) on the same tiles, interleaved.
+- ``predict``: full images end to end through kerasxai.localize (images/s, model share).
+Writes one JSON file (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without install
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class PeakRSS:
+    """Samples the process RSS every few ms while active; `.peak_mib` is the maximum seen."""
+
+    def __init__(self, interval=0.005):
+        import psutil
+
+        self.proc, self.interval, self.peak = psutil.Process(), interval, 0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self.peak = self.proc.memory_info().rss
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def peak_mib(self):
+        return self.peak / 2**20
+
+
+def timed(fn, min_time):
+    """Seconds per call of `fn()`: calls it until `min_time` has passed (at least once)."""
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time:
+            return dt / n
+
+
+def interleaved(fns: dict, rounds, min_time, batch):
+    """Median tiles/s of each callable and median per-round ratios to the first, interleaved."""
+    names = list(fns)
+    per = {k: [] for k in names}
+    peaks = {k: 0.0 for k in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for k in order:
+            with PeakRSS() as mem:
+                per[k].append(timed(fns[k], min_time))
+            peaks[k] = max(peaks[k], mem.peak_mib)
+    base = names[0]
+    out = {}
+    for k in names:
+        ratios = [b / a for a, b in zip(per[k], per[base])]  # time(base)/time(k) = tps(k)/tps(base)
+        out[k] = {
+            "tiles_per_s": batch / statistics.median(per[k]),
+            "seconds_per_batch": [round(t, 5) for t in per[k]],
+            "peak_rss_mib": round(peaks[k], 1),
+            f"ratio_to_{base}": statistics.median(ratios),
+        }
+    return out
+
+
+def matmul_peak(n=2048, repeats=5):
+    """GFLOPS of a plain f32 (n x n) @ (n x n) matmul under the active backend (median)."""
+    import keras
+    import numpy as np
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype("float32")
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        x = jax.device_put(a)
+        f = jax.jit(lambda u: u @ u)
+        run = lambda: f(x).block_until_ready()  # noqa: E731
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(a)
+        f = tf.function(lambda u: tf.matmul(u, u))
+        run = lambda: f(x).numpy()  # noqa: E731
+    else:
+        x = keras.ops.convert_to_tensor(a)
+        run = lambda: keras.ops.convert_to_numpy(keras.ops.matmul(x, x))  # noqa: E731
+    run()
+    times = [timed(run, 0.2) for _ in range(repeats)]
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def xla_gflops(model, shape):
+    """GFLOPs of one forward pass at `shape` from XLA's HLO cost analysis (JAX backend only)."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+    import numpy as np
+
+    tv = [v.value for v in model.trainable_variables]
+    ntv = [v.value for v in model.non_trainable_variables]
+    f = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
+    cost = f.lower(tv, ntv, np.zeros(shape, "float32")).cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0]
+    return float(cost["flops"]) / 1e9
+
+
+def _tiles(batch, size, seed=0):
+    import numpy as np
+
+    return np.random.default_rng(seed).uniform(0, 255, (batch, size, size, 3)).astype("float32")
+
+
+def _build_pair(name, size):
+    from kerasxai.models import build_model
+
+    heat = build_model(name, input_shape=(size, size, 3))
+    score = build_model(name, input_shape=(size, size, 3), heatmap=False)
+    score.set_weights(heat.get_weights())
+    return heat, score
+
+
+def task_models(args):
+    import keras
+
+    from kerasxai.models import fast_depthwise, is_transformer
+
+    result = {"matmul_peak_gflops": matmul_peak(), "models": {}}
+    for name in args.models:
+        t0 = time.perf_counter()
+        heat, score = _build_pair(name, args.size)
+        rec = {
+            "build_s": round(time.perf_counter() - t0, 1),
+            "params": int(heat.count_params()),
+            "params_score_only": int(score.count_params()),
+            "heatmap_shape": list(heat.output["heatmap"].shape[1:]),
+            "transformer": is_transformer(name),
+            "fast_depthwise_layers": sum(isinstance(l, fast_depthwise.FastDepthwiseConv2D) for l in _all_layers(heat)),
+            "batches": {},
+        }
+        rec["gflops"] = xla_gflops(heat, (1, args.size, args.size, 3))
+        rec["gflops_score_only"] = xla_gflops(score, (1, args.size, args.size, 3))
+        for batch in args.batches:
+            x = _tiles(batch, args.size)
+            fns = {"score_only": lambda: score.predict_on_batch(x), "score_heatmap": lambda: heat.predict_on_batch(x)}
+            compile_s = {}
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                compile_s[k] = round(time.perf_counter() - t0, 2)
+                fn()  # second call: any lazy work done
+            cell = interleaved(fns, args.rounds, args.min_time, batch)
+            for k in cell:
+                cell[k]["first_call_s"] = compile_s[k]
+            rec["batches"][str(batch)] = cell
+            print(f"[{keras.backend.backend()}] {name} b={batch}: "
+                  + ", ".join(f"{k} {v['tiles_per_s']:.1f}/s" for k, v in cell.items()), file=sys.stderr, flush=True)
+        result["models"][name] = rec
+        del heat, score
+        keras.backend.clear_session()
+    return result
+
+
+def _all_layers(model):
+    import keras
+
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def task_posthoc(args):
+    import keras
+
+    from kerasxai.explain import GradCAMExplainer, GradRolloutExplainer
+    from kerasxai.models import build_model, explain_model, is_transformer
+
+    out = {}
+    batch = max(args.batches)
+    for name in args.models:
+        model = build_model(name, input_shape=(args.size, args.size, 3))
+        explainer_model = explain_model(model)
+        if is_transformer(name):
+            explainer, method = GradRolloutExplainer(explainer_model), "gradient rollout"
+        else:
+            explainer, method = GradCAMExplainer(explainer_model), "Grad-CAM (+Grad-CAM++ from the same gradient)"
+        x = _tiles(batch, args.size, seed=1)
+        fns = {"single_pass": lambda: model.predict_on_batch(x), "posthoc": lambda: explainer(x)}
+        for fn in fns.values():
+            fn()
+            fn()
+        cell = interleaved(fns, args.rounds, args.min_time, batch)
+        cell["method"] = method
+        cell["batch"] = batch
+        out[name] = cell
+        print(f"[posthoc] {name}: single {cell['single_pass']['tiles_per_s']:.1f}/s, "
+              f"{method} {cell['posthoc']['tiles_per_s']:.1f}/s", file=sys.stderr, flush=True)
+        keras.backend.clear_session()
+    return {"posthoc": out}
+
+
+def task_predict(args):
+    from kerasxai.localize import Localizer, benchmark
+    from kerasxai.models import build_model
+
+    images = sorted(str(p) for p in (REPO / "kerasxai" / "sample_data" / "deeppcb").rglob("*.jpg"))
+    if not images:
+        raise SystemExit("bench_worker predict: no sample images under kerasxai/sample_data/deeppcb")
+    name = args.models[0]
+    model = build_model(name, input_shape=(args.size, args.size, 3))
+    batch = max(args.batches)
+    loc = Localizer(model, tile_size=args.size, overlap=2, batch_size=batch)
+    runs = [benchmark(loc, images, repeats=1, warmup=(r == 0)) for r in range(max(args.rounds, 1))]
+    best = sorted(runs, key=lambda r: r["images_per_s"])[len(runs) // 2]  # the median run
+    best["model"] = name
+    best["image_hw"] = [640, 640]
+    best["runs_images_per_s"] = [r["images_per_s"] for r in runs]
+    best["runs_model_share"] = [r["model_share"] for r in runs]
+    return {"predict": best}
+
+
+TASKS = {"models": task_models, "posthoc": task_posthoc, "predict": task_predict}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("task", choices=sorted(TASKS))
+    p.add_argument("--models", type=lambda s: s.split(","), required=True)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 32])
+    p.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (median)")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed round (calls repeat until then)")
+    p.add_argument("--json", required=True)
+    args = p.parse_args(argv)
+
+    import keras
+
+    from kerasxai.models import fast_depthwise
+
+    t0 = time.perf_counter()
+    result = TASKS[args.task](args)
+    result.update(
+        backend=keras.backend.backend(),
+        fast_depthwise_auto=fast_depthwise.resolve("auto"),
+        task_wall_s=round(time.perf_counter() - t0, 1),
+        loadavg_end=list(os.getloadavg()),
+    )
+    tmp = Path(args.json).with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
