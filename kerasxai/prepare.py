@@ -29,10 +29,10 @@ def format_counts(manifest: dict) -> str:
 def main(argv=None) -> int:
     from kerasxai.config import ConfigError, add_config_args, load_config
 
-    parser = argparse.ArgumentParser(prog="python -m kerasxai.prepare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m kerasxai.prepare", description="Tile a dataset once into TFRecord shards + manifest.json (reused when unchanged).")
     add_config_args(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value may follow options
     try:
         cfg = load_config(args.config, args.overrides)
         from kerasxai.data.pipeline import prepare_dataset, read_manifest
