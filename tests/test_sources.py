@@ -59,6 +59,7 @@ def test_voc_xml_one_based_inclusive(tmp_path):
     xml = """<annotation><filename>{f}</filename><size><width>40</width><height>30</height><depth>3</depth></size>
       <object><name>{c}</name><bndbox><xmin>3</xmin><ymin>5</ymin><xmax>7</xmax><ymax>6</ymax></bndbox></object>
       <object><name>{c}</name><bndbox><xmin>40</xmin><ymin>30</ymin><xmax>40</xmax><ymax>30</ymax></bndbox></object>
+      <object><name>{c}</name><bndbox><xmin>0</xmin><ymin>1</ymin><xmax>1</xmax><ymax>1</ymax></bndbox></object>
     </annotation>"""
     for c, f in (("Open_circuit", "a"), ("Short", "b")):
         (tmp_path / "Annotations" / c).mkdir(parents=True)
@@ -67,6 +68,7 @@ def test_voc_xml_one_based_inclusive(tmp_path):
     assert set(samples) == {"Open_circuit/a", "Short/b", "good/c"}
     want = _expected(30, 40, slice(4, 6), slice(2, 7))  # 1-based inclusive: cols 3..7 -> 2..6
     want[29, 39] = 1  # a 1-pixel box at the bottom-right corner
+    want[0, 0] = 1  # xmin 0 (off-by-one export) is read as 1
     for key in ("Open_circuit/a", "Short/b"):
         np.testing.assert_array_equal(samples[key].load_mask(), want)
     assert samples["good/c"].load_mask().sum() == 0
@@ -197,7 +199,7 @@ def test_corrupt_image(tmp_path):
         s.load()
 
 
-@pytest.mark.parametrize("box", ["10 20 51 23 1", "-3 2 5 5 1"])
+@pytest.mark.parametrize("box", ["10 20 51 23 1", "-3 2 5 5 1", "10 20 15 41 1"])
 def test_box_outside_image(tmp_path, box):
     root = _deeppcb(tmp_path, boxes=(box,))
     (s, _) = read_samples(_cfg("deeppcb", root))

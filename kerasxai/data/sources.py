@@ -6,7 +6,8 @@ only list files (and check that images exist); images are decoded when a sample 
 Pixel conventions for rasterization (x to the right, y down, pixel (0, 0) top-left):
 - ``deeppcb``: ``x1 y1 x2 y2`` are 0-based corner coordinates, the box covers columns
   ``x1 .. x2-1`` and rows ``y1 .. y2-1`` (width ``x2 - x1``); ``x2 <= W`` and ``y2 <= H``.
-- ``voc_xml``: Pascal VOC boxes are 1-based and inclusive: columns ``xmin-1 .. xmax-1``.
+- ``voc_xml``: Pascal VOC boxes are 1-based and inclusive: columns ``xmin-1 .. xmax-1``
+  (``xmin``/``ymin`` of 0, a frequent off-by-one in exports, are read as 1).
 - ``coco`` boxes ``[x, y, w, h]`` cover columns ``round(x) .. round(x + w) - 1``.
 - polygons (``coco``, ``labelme``) and labelme rectangles: vertices are pixel indices; the
   pixels inside or on the outline are defect (``cv2.fillPoly``, as LabelMe's own export does).
@@ -111,8 +112,8 @@ def boxes_mask(h, w, boxes, where: str, convention: str) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
     for b in boxes:
         a, b_, c, d = (float(v) for v in b)
-        if convention == "voc":
-            x0, y0, x1, y1 = a - 1, b_ - 1, c, d
+        if convention == "voc":  # a 0 (a frequent off-by-one in VOC exports) means the first pixel
+            x0, y0, x1, y1 = max(a, 1) - 1, max(b_, 1) - 1, c, d
         elif convention == "xywh":
             x0, y0, x1, y1 = a, b_, a + c, b_ + d
         else:
