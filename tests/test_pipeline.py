@@ -178,9 +178,8 @@ def test_interrupted_prepare_leaves_nothing_trusted(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare_dataset(cfg, progress=False)
     cache = tmp_path / "cache"
-    assert list(cache.iterdir()) == []  # no half-written folder, no temp folder
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".lock-")] == []  # no half-written or temp folder
     # a process killed hard leaves a temp folder: it is never used and cleaned next time
-    stale = cache / ".tmp-synthetic-0000-999999999-abc"
     key = pipeline.dataset_key(cfg.data, read_samples(cfg.data))
     stale = cache / f".tmp-synthetic-{key}-999999999-x"
     stale.mkdir()
@@ -188,9 +187,25 @@ def test_interrupted_prepare_leaves_nothing_trusted(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_tile_sample", real)
     out = prepare_dataset(cfg, progress=False)
     assert (out / "manifest.json").is_file() and not stale.exists()
-    assert sorted(p.name for p in cache.iterdir()) == [out.name]
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".lock-")) == [out.name]
     with pytest.raises(DataError, match="no manifest.json"):
         load_split(stale.parent / "missing", "train")
+
+
+def test_concurrent_prepares_build_once(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = _cfg(tmp_path)
+    real, builds = pipeline._build, []
+
+    def counting(*a, **k):
+        builds.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipeline, "_build", counting)
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda _: prepare_dataset(cfg, progress=False), range(2)))
+    assert outs[0] == outs[1] and len(builds) == 1
 
 
 def test_empty_split_is_an_error_when_used(tmp_path):

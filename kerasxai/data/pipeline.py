@@ -15,6 +15,7 @@ bits (6.3 KB a mask at 224) is cheaper than decoding a second PNG.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -146,19 +147,21 @@ def prepare_dataset(cfg, progress: bool = True) -> Path:
     if (dest / MANIFEST).is_file():
         return dest
     cache.mkdir(parents=True, exist_ok=True)
-    _clean_stale(cache, key)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cfg.data.reader}-{key}-{os.getpid()}-", dir=cache))
-    try:
-        _build(cfg, samples, key, tmp, progress)
-        if dest.exists():
-            if (dest / MANIFEST).is_file():  # another process finished first: keep theirs
-                shutil.rmtree(tmp, ignore_errors=True)
-                return dest
-            shutil.rmtree(dest)  # a folder without manifest is never trusted
-        os.rename(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # one builder per key: a concurrent prepare of the same data waits, then reuses the result
+    with open(cache / f".lock-{key}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (dest / MANIFEST).is_file():
+            return dest
+        _clean_stale(cache, key)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cfg.data.reader}-{key}-{os.getpid()}-", dir=cache))
+        try:
+            _build(cfg, samples, key, tmp, progress)
+            if dest.exists():
+                shutil.rmtree(dest)  # a folder without manifest is never trusted
+            os.rename(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return dest
 
 
