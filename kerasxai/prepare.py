@@ -35,11 +35,13 @@ def main(argv=None) -> int:
     args = parser.parse_intermixed_args(argv)  # key=value may follow options
     try:
         cfg = load_config(args.config, args.overrides)
-        from kerasxai.data.pipeline import prepare_dataset, read_manifest
-        from kerasxai.data.sources import DataError
+        from kerasxai.data.sources import DataError, read_samples
 
         t0 = time.time()
         try:
+            read_samples(cfg.data)  # bad paths / readers fail here, before TensorFlow loads
+            from kerasxai.data.pipeline import prepare_dataset, read_manifest
+
             out = prepare_dataset(cfg, progress=not args.quiet)
         except DataError as exc:
             print(f"error: {exc}", file=sys.stderr)
