@@ -236,3 +236,17 @@ def test_bundled_sample_grayscale_to_rgb(tmp_path):
     assert all(len(v) == 1 for v in splits.values())
     shard_bytes = sum(p.stat().st_size for p in Path(out).glob("*.tfrecord"))
     assert shard_bytes < 144 * 20_000  # PNG tiles stay small
+
+
+def test_masks_round_trip_when_tile_area_is_not_a_multiple_of_8(tmp_path):
+    cfg = _cfg(tmp_path, "data.tile.size=30", "data.tile.overlap=3", "data.options.count=4")
+    out = prepare_dataset(cfg, progress=False)
+    samples = {s.id: s for s in read_samples(cfg.data)}
+    grid = TileGrid(30, 3)
+    for split in ("train", "val", "test"):
+        if count_tiles(out, split) == 0:
+            continue
+        for e in load_split(out, split).as_numpy_iterator():
+            mask = samples[e["source"].decode()].load_mask()
+            y, x = int(e["y"]), int(e["x"])
+            np.testing.assert_array_equal(e["mask"], mask[y:y + 30, x:x + 30])
