@@ -329,12 +329,14 @@ def _balanced(pos, neg, seed):
 
 
 def _records(files, shuffle, seed, keep=None):
-    """Interleaved records of ``files`` (file order shuffled), optionally filtered by label."""
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    """Records of ``files``: in manifest order, or (``shuffle``) interleaved from shuffled files
+    through a shuffle buffer; optionally only those of label ``keep``."""
     if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=1,
-                       num_parallel_calls=AUTOTUNE, deterministic=not shuffle)
+        ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=1,
+                           num_parallel_calls=AUTOTUNE, deterministic=False)
+    else:
+        ds = tf.data.TFRecordDataset(files)
     if keep is not None:
         ds = ds.filter(lambda r: tf.equal(_label_only(r), keep))
     if shuffle:
