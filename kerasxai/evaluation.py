@@ -167,25 +167,31 @@ def evaluate_model(
         bar = tqdm(total=total_batches, desc=f"evaluate {label or model_name}", unit="batch")
     start = time.perf_counter()
     n_tiles = 0
+    full = None
     for batch in batches:
         images = np.asarray(batch["image"], np.float32)
         masks, valid, labels = batch["mask"], batch["valid"], batch["label"]
+        n = len(images)
+        full = full or n
+        if n < full:  # pad a short last batch: every compiled function keeps its shape
+            images = np.concatenate([images, np.zeros((full - n, *images.shape[1:]), images.dtype)])
         out = combo.predict_on_batch(images)
-        scores = _np(out["score"]).reshape(-1)
-        heat = _np(out["heatmap"])
+        scores = _np(out["score"]).reshape(-1)[:n]
+        heat = _np(out["heatmap"])[:n]
         main.update(scores, heat, masks, valid, labels)
-        n_tiles += len(scores)
+        n_tiles += n
         if transformer:
             attentions = out["attentions"]
             for (f, r), acc in sweep_acc.items():
-                h = _np(sweep_fn[(f, r)](attentions))
+                h = _np(sweep_fn[(f, r)](attentions))[:n]
                 acc.update(scores, h, masks, valid, labels)
         if eval_cfg.baselines:
-            maps = dict(trivial_maps(len(scores), masks.shape[-1]))
+            maps = dict(trivial_maps(n, masks.shape[-1]))
             if transformer:
-                maps.update(grad_rollout(images))
+                extra = grad_rollout(images)
             else:
-                maps.update(grad_cam.from_features(_np(out["features"])))
+                extra = grad_cam.from_features(_np(out["features"]))
+            maps.update({k: v[:n] for k, v in extra.items()})
             for name, m in maps.items():
                 base_acc.setdefault(name, new()).update(scores, m, masks, valid, labels)
         if keep and "source" in batch:
