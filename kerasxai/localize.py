@@ -7,7 +7,7 @@ is traced once, not once per image), and puts the per-tile maps back into one fu
 map with :func:`kerasxai.data.tiling.stitch`.
 
 Per tile, as in the evaluation protocol (DESIGN.md): the native heatmap is upsampled
-bilinearly to the tile size and min-max normalized to 0..1 over its valid (non-padding) pixels, exactly as
+bilinearly to the tile size and min-max normalized to 0..1 over its valid (non-padding) pixels, as
 :func:`kerasxai.metrics.protocol.prepare_maps` does for evaluation; a tile whose score is at or below
 ``score_threshold`` contributes no defect evidence (its map is zeroed but it still counts in
 the overlap average, so no seam appears where it meets a defective tile). The stitched map is
@@ -34,7 +34,6 @@ import cv2
 import numpy as np
 
 from kerasxai.data.tiling import TileGrid, stitch, tile_image
-from kerasxai.metrics.protocol import prepare_maps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TIMING_KEYS = ("read", "tiling", "model", "stitch", "postprocess", "render", "write")
@@ -118,7 +117,7 @@ class Localization:
     score_threshold: float = 0.5
     pixel_threshold: int = 127
     tile_size: int = 224
-    score_map: np.ndarray | None = None  # (H, W) stitched tile scores (overlaps averaged)
+    score_map: np.ndarray | None = None  # (H, W) stitched tile scores; None when no region
 
     @property
     def max_score(self) -> float:
@@ -148,16 +147,33 @@ class Localization:
 # ----------------------------------------------------------------------------- pure steps
 def tile_maps(scores: np.ndarray, heatmaps: np.ndarray, tile_size: int, score_threshold: float,
               valid: np.ndarray | None = None) -> np.ndarray:
-    """Per-tile maps for stitching, exactly as the evaluation protocol prepares them
-    (:func:`kerasxai.metrics.protocol.prepare_maps`): upsample bilinearly (half-pixel centres)
-    to the tile size, min-max normalize to 0..1 over the tile's valid (non-padding) pixels, a
-    constant map -> 0, tiles with score <= threshold -> 0.
-    ``scores`` (N,), ``heatmaps`` (N, h, w), ``valid`` (N, S, S) -> (N, S, S) float32."""
-    n = len(heatmaps)
-    if n == 0:
-        return np.zeros((0, tile_size, tile_size), np.float32)
-    blank = np.zeros((n, tile_size, tile_size), np.uint8)
-    return prepare_maps(scores, heatmaps, blank, valid, score_threshold=score_threshold).maps.astype(np.float32)
+    """Per-tile maps for stitching, defined as the evaluation protocol prepares them
+    (:func:`kerasxai.metrics.protocol.prepare_maps`, equal to it within float32 rounding; a
+    test checks): upsample bilinearly (half-pixel centres) to the tile size, min-max normalize
+    to 0..1 over the tile's valid (non-padding) pixels, a constant map -> 0, tiles with
+    score <= threshold -> 0. ``scores`` (N,), ``heatmaps`` (N, h, w), ``valid`` (N, S, S)
+    -> (N, S, S) float32. OpenCV's float32 resize keeps this a few ms per image."""
+    s = int(tile_size)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    out = np.zeros((len(heatmaps), s, s), np.float32)
+    for i, (score, m) in enumerate(zip(scores, heatmaps)):
+        if not score > score_threshold:
+            continue
+        m = np.asarray(m, np.float32)
+        if m.shape != (s, s):
+            m = cv2.resize(m, (s, s), interpolation=cv2.INTER_LINEAR)
+        v = None if valid is None or valid[i].all() else valid[i]
+        lo, hi = (float(m.min()), float(m.max())) if v is None else (float(m[v].min()), float(m[v].max()))
+        if hi > lo:
+            t = np.clip((m - lo) / (hi - lo), 0.0, 1.0)
+            out[i] = t if v is None else np.where(v, t, 0.0)
+    return out
+
+
+def stitch_scores(scores: np.ndarray, positions, image_hw, grid: TileGrid) -> np.ndarray:
+    """(H, W) map of the tile scores, averaged where tiles overlap."""
+    scores = np.asarray(scores, np.float32).reshape(-1, 1, 1)
+    return stitch(np.broadcast_to(scores, (len(scores), grid.size, grid.size)), positions, image_hw, grid)
 
 
 def extract_regions(heatmap: np.ndarray, mask: np.ndarray, score_map: np.ndarray | None = None) -> list[Region]:
@@ -189,20 +205,18 @@ def assemble(scores, heatmaps, positions, image_hw, grid: TileGrid, *, score_thr
     t0 = time.perf_counter()
     scores = np.asarray(scores, np.float32).reshape(-1)
     maps = tile_maps(scores, heatmaps, grid.size, score_threshold, valid)
-    s = grid.size
-    # Channel 0: gated normalized map; channel 1: the tile score, for region scores.
-    both = np.stack([maps, np.broadcast_to(scores[:, None, None], (len(scores), s, s))], axis=-1)
-    stitched = stitch(both, positions, image_hw, grid)
-    heatmap, score_map = np.ascontiguousarray(stitched[..., 0]), stitched[..., 1]
+    heatmap = stitch(maps, positions, image_hw, grid)
     t1 = time.perf_counter()
     mask = (heatmap * 255.0 >= pixel_threshold).astype(np.uint8)
+    # tile scores per pixel, for region scores: only needed when there are regions
+    score_map = stitch_scores(scores, positions, image_hw, grid) if mask.any() else None
     regions = extract_regions(heatmap, mask, score_map)
     t2 = time.perf_counter()
     if timings is not None:
         timings["stitch"] = timings.get("stitch", 0.0) + (t1 - t0)
         timings["postprocess"] = timings.get("postprocess", 0.0) + (t2 - t1)
     return Localization(heatmap, mask, scores, list(positions), regions, float(score_threshold),
-                        int(pixel_threshold), s, np.ascontiguousarray(score_map))
+                        int(pixel_threshold), grid.size, score_map)
 
 
 # ----------------------------------------------------------------------------- the localizer

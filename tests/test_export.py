@@ -123,10 +123,12 @@ print(json.dumps({"score": out["score"].numpy().tolist(), "heat_sum": float(loc[
 """
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_loads_with_plain_tensorflow_under_any_backend(exported, backend, tmp_path):
+def test_loads_with_plain_tensorflow_under_tf_backend(exported, tmp_path):
+    """A fresh process with KERAS_BACKEND=tensorflow loads it with TF alone (this test process
+    runs under JAX and loads it too, in the other tests)."""
     import tensorflow as tf
 
+    backend = "tensorflow"
     path, loaded = exported
     tiles = np.stack([synthetic_board(TILE, TILE, [(10, 10, 26, 26)]), synthetic_board(TILE, TILE, [])])
     np.save(tmp_path / "t.npy", tiles)

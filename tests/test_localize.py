@@ -23,6 +23,7 @@ from kerasxai.localize import (
     LocalizeError,
     assemble,
     extract_regions,
+    stitch_scores,
     load_image,
     overlay,
     render_outputs,
@@ -123,12 +124,28 @@ def test_constant_tile_maps_stitch_to_constant_image():
     positions = grid.positions(*hw)
     n = len(positions)
     scores = np.full(n, 0.8, np.float32)
-    res = assemble(scores, np.ones((n, 8, 8), np.float32), positions, hw, grid)
-    np.testing.assert_array_equal(res.score_map, np.float32(0.8))
+    np.testing.assert_array_equal(stitch_scores(scores, positions, hw, grid), np.float32(0.8))
+    const = tile_maps(np.ones(n), np.zeros((n, 8, 8)), 32, 0.5)  # constant map: no evidence
+    assert not assemble(scores, np.ones((n, 8, 8), np.float32), positions, hw, grid).heatmap.any()
+    assert not const.any()
     # a per-tile ramp (min-max normalized to 0..1) is continuous across tiles only if blended
     ramp = np.tile(np.linspace(0, 1, 32, dtype=np.float32), (n, 32, 1))
     maps = tile_maps(scores, ramp, 32, 0.5)
     np.testing.assert_allclose(maps, ramp, atol=1e-6)
+
+
+def test_tile_maps_equal_the_evaluation_protocol():
+    """Prediction and evaluation normalize and gate tile maps the same way (padding excluded)."""
+    from kerasxai.metrics.protocol import prepare_maps
+
+    rng = np.random.default_rng(3)
+    scores = np.array([0.9, 0.2, 0.7, 0.51, 0.5])
+    heat = rng.normal(size=(5, 7, 7)).astype(np.float32)
+    valid = np.ones((5, 32, 32), bool)
+    valid[2, 20:] = False
+    valid[3, :, 9:] = False
+    ref = prepare_maps(scores, heat, np.zeros((5, 32, 32), np.uint8), valid, score_threshold=0.5).maps
+    np.testing.assert_allclose(tile_maps(scores, heat, 32, 0.5, valid), ref, atol=1e-5)
 
 
 def test_gated_tiles_count_in_blend_but_add_no_evidence():
