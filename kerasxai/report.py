@@ -64,32 +64,34 @@ def _atomic_text(path: Path, text: str) -> None:
     _atomic_bytes(path, text.encode("utf-8"))
 
 
-def _fmt(v) -> str:
+def _fmt(v, rank: bool = False) -> str:
     if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4f}"
+        if math.isnan(v):
+            return ""
+        return f"{v:.2f}".rstrip("0").rstrip(".") if rank else f"{v:.4f}"
     return str(v)
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
+def _csv(rows: list[dict], columns: list[str], rank: bool = False) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
-        w.writerow([_fmt(r.get(c, "")) for c in columns])
+        w.writerow([_fmt(r.get(c, ""), rank) for c in columns])
     return buf.getvalue()
 
 
-def _markdown(rows: list[dict], columns: list[str], headers: list[str]) -> str:
+def _markdown(rows: list[dict], columns: list[str], headers: list[str], rank: bool = False) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(c, ""), rank) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _html_table(rows: list[dict], columns: list[str], headers: list[str]) -> str:
+def _html_table(rows: list[dict], columns: list[str], headers: list[str], rank: bool = False) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, ''), rank))}</td>" for c in columns) + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -224,7 +226,7 @@ def overlay_figure(evaluations, pixel_threshold: float = 127) -> bytes | None:
                 ax.contour(ref.mask, levels=[0.5], colors="white", linewidths=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("Maps on the same defective tiles (white: ground truth, yellow: predicted mask)", fontsize=9)
+    fig.suptitle("Maps on the same defective tiles (white: ground truth, yellow: predicted mask)", fontsize=9, y=1.04)
     return _png(fig)
 
 
@@ -264,10 +266,12 @@ def sweep_figure(ev) -> bytes | None:
         ax = fig.add_subplot(3, 3, k + 1)
         grid = np.array([[ev.sweep["metrics"][f][j].get(m, np.nan) for j in range(len(ratios))] for f in fusions], float)
         ax.imshow(np.nan_to_num(grid), cmap="viridis", aspect="auto")
+        lo, hi = np.nanmin(grid) if np.isfinite(grid).any() else 0, np.nanmax(grid) if np.isfinite(grid).any() else 1
         for a in range(len(fusions)):
             for b in range(len(ratios)):
+                bright = hi > lo and (grid[a, b] - lo) / (hi - lo) > 0.6
                 ax.text(b, a, "" if np.isnan(grid[a, b]) else f"{grid[a, b]:.2f}", ha="center", va="center",
-                        fontsize=5.5, color="white")
+                        fontsize=5.5, color="black" if bright else "white")
         ax.set_yticks(range(len(fusions)), fusions, fontsize=7)
         ax.set_xticks(range(len(ratios)), [f"{r:g}" for r in ratios], fontsize=6)
         ax.set_title(METRIC_LABELS.get(m, m), fontsize=8)
@@ -314,8 +318,8 @@ def write_report(evaluations, out_dir, *, title: str = "kerasxai evaluation", co
         "baselines": (brows, bcols, ["Model", "Map"] + _labels(MAP_METRICS)),
     }
     for name, (rows, cols, heads) in tables.items():
-        put(f"{name}.csv", _csv(rows, cols))
-        put(f"{name}.md", _markdown(rows, cols, heads))
+        put(f"{name}.csv", _csv(rows, cols, name == "ranking"))
+        put(f"{name}.md", _markdown(rows, cols, heads, name == "ranking"))
     if srows:
         put("sweep.csv", _csv(srows, scols))
     doc = {"title": title, "context": context or {}, "models": [ev.to_dict() for ev in evaluations],
@@ -356,7 +360,7 @@ def write_report(evaluations, out_dir, *, title: str = "kerasxai evaluation", co
                           ("ranking", "Ranking by average rank (cf. tables 3.5 / 3.7)"),
                           ("baselines", "Single-pass maps vs post-hoc and trivial baselines")]:
         rows, cols, heads = tables[name]
-        parts.append(f"<h2>{heading}</h2>" + _html_table(rows, cols, heads))
+        parts.append(f"<h2>{heading}</h2>" + _html_table(rows, cols, heads, name == "ranking"))
     for _, caption, data in figures:
         b64 = base64.b64encode(data).decode("ascii")
         parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>")
