@@ -1,0 +1,455 @@
+"""Reproduce the study's experiment flow (thesis figure 3.1) end to end and write RESULTS.md.
+
+    python tools/reproduce_study.py --dataset deeppcb --budget small
+    python tools/reproduce_study.py --dataset deeppcb --budget small --report-only   # re-evaluate + re-render
+    python tools/reproduce_study.py --dataset deeppcb --budget full weights=imagenet  # GPU-sized
+
+For each of the seven models: a KerasTuner search (`python -m kerasxai.tune`), the best
+trial's run as the trained model (each trial is a full training run, as the thesis picks
+"the best hyperparameter search trial run"), then one evaluation of all best runs
+(`python -m kerasxai.evaluate`: tables 3.4/3.5, full-vs-downscaled bars, fusion x discard
+grids, baselines) and RESULTS.md rendered from the saved files only.
+
+Every step runs in its own process (clean memory, crash isolation) and is recorded in
+`<out>/state.json` when it completes: rerunning the same command skips finished steps and
+continues an interrupted search where KerasTuner stopped. Progress and an estimate of the
+remaining time are printed between steps. DeiT-distilled learns its distillation head from
+the best CNN of the study (hard-label distillation), so the CNNs run first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# (model name, config stem); CNNs first: the distilled DeiT needs a teacher.
+MODELS = [
+    ("mobilenetv3_large", "mobilenet"),
+    ("mobilenetv3_large_d", "mobilenet_d"),
+    ("efficientnetv2_s", "efficientnet"),
+    ("efficientnetv2_s_d", "efficientnet_d"),
+    ("vit_tiny_patch16_224", "vit_tiny"),
+    ("deit_tiny_patch16_224", "deit_tiny"),
+    ("deit_tiny_distilled_patch16_224", "deit_tiny_distilled"),
+]
+CNNS = {m for m, _ in MODELS[:4]}
+# Relative cost of one training step (forward+backward GFLOPs at 224, rounded): weights the ETA.
+COST = {"mobilenetv3_large": 0.22, "mobilenetv3_large_d": 0.2, "efficientnetv2_s": 2.9,
+        "efficientnetv2_s_d": 2.2, "vit_tiny_patch16_224": 1.3, "deit_tiny_patch16_224": 1.3,
+        "deit_tiny_distilled_patch16_224": 1.3}
+
+# Budgets: config overrides for every search. "small" fits a 2-core CPU (a subset of tiles
+# per epoch, two trials); "full" is the study's 10 trials x 20 epochs (meant for a GPU).
+BUDGETS = {
+    "small": {
+        "trials": 2,
+        "overrides": ["tune.epochs=3", "train.steps_per_epoch=12", "train.max_val_tiles=256",
+                      "train.max_test_tiles=512", "train.balance=true", "train.reduce_lr.patience=1"],
+        "eval": ["eval.max_tiles=400", "eval.batch_size=32"],
+    },
+    "full": {"trials": 10, "overrides": ["tune.epochs=20"], "eval": []},
+}
+
+# The study's own numbers for its PCB dataset (thesis tables 3.2 and 3.4), for comparison.
+THESIS_TRAINING = {  # model: (lr, batch size, loss, val acc %, test acc %)
+    "efficientnetv2_s": (0.0028, 64, 0.079, 98.41, 98.49),
+    "efficientnetv2_s_d": (0.0020, 32, 0.073, 98.46, 98.54),
+    "mobilenetv3_large": (0.0080, 64, 0.082, 98.33, 98.15),
+    "mobilenetv3_large_d": (0.0028, 64, 0.087, 98.10, 98.12),
+    "deit_tiny_patch16_224": (0.00008, 64, 0.088, 98.13, 98.26),
+    "vit_tiny_patch16_224": (0.00007, 32, 0.084, 98.30, 98.36),
+}
+THESIS_MAPS = {  # row: (F1, precision, Jaccard, accuracy, recall, pointing game)
+    "efficientnetv2_s_d": (0.5482, 0.8918, 0.3776, 0.9962, 0.3958, 0.823),
+    "efficientnetv2_s": (0.4652, 0.7886, 0.3031, 0.9956, 0.321, 0.7867),
+    "mobilenetv3_large_d": (0.6397, 0.5933, 0.4703, 0.9954, 0.6941, 0.7598),
+    "mobilenetv3_large": (0.5214, 0.4943, 0.3527, 0.9941, 0.5518, 0.5701),
+    "deit_tiny_patch16_224_fmin": (0.3262, 0.9620, 0.1949, 0.9953, 0.1964, 0.7877),
+    "deit_tiny_patch16_224_fmean": (0.43, 0.8791, 0.2739, 0.9956, 0.2846, 0.7838),
+    "deit_tiny_patch16_224_fmax": (0.5113, 0.5993, 0.3434, 0.995, 0.4458, 0.7239),
+    "vit_tiny_patch16_224_fmin": (0.2726, 0.886, 0.1578, 0.9949, 0.1611, 0.7912),
+    "vit_tiny_patch16_224_fmean": (0.4041, 0.8896, 0.2532, 0.9955, 0.2613, 0.7924),
+    "vit_tiny_patch16_224_fmax": (0.5142, 0.7543, 0.346, 0.9957, 0.3901, 0.7724),
+}
+THESIS_COLS = ["pooled_f1", "pooled_precision", "pooled_jaccard", "pooled_accuracy", "pooled_recall", "pointing_game"]
+
+
+class StudyError(RuntimeError):
+    """A step failed; the message names it and where its log is."""
+
+
+# ------------------------------------------------------------------------------ state
+
+
+def load_state(out: Path) -> dict:
+    path = out / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {"steps": {}}
+
+
+def save_state(out: Path, state: dict) -> None:
+    tmp = out / "state.json.tmp"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, out / "state.json")
+
+
+def eta_seconds(state: dict, remaining: list[str]) -> float | None:
+    """Remaining time from the seconds per cost unit of the finished search steps."""
+    done = [(k, v["seconds"]) for k, v in state["steps"].items() if k.startswith("tune:")]
+    if not done:
+        return None
+    per_unit = sum(s for _, s in done) / sum(COST[k.split(":", 1)[1]] for k, _ in done)
+    total = 0.0
+    for step in remaining:
+        kind, _, model = step.partition(":")
+        total += per_unit * COST[model] if kind == "tune" else 0.15 * per_unit * sum(COST.values())
+    return total
+
+
+def fmt_duration(s: float | None) -> str:
+    if s is None:
+        return "unknown (after the first search)"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+# ------------------------------------------------------------------------------ steps
+
+
+def run_logged(cmd: list[str], log: Path, step: str) -> None:
+    """Run a step's command, echoing and logging its output; raise StudyError on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"$ {shlex.join(cmd)}", flush=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {shlex.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for line in proc.stdout:
+            fh.write(line)
+            sys.stdout.write(line)
+        rc = proc.wait()
+    if rc != 0:
+        raise StudyError(f"step {step} failed (exit {rc}); its log: {log}. Fix the cause and rerun the same command to continue.")
+
+
+def config_path(dataset: str, stem: str) -> Path:
+    path = REPO / "configs" / f"{dataset}_{stem}.yaml"
+    if not path.is_file():
+        raise StudyError(f"config {path} not found: the study needs configs/{dataset}_<model>.yaml for all seven models")
+    return path
+
+
+def search_overrides(args, out: Path, model: str, state: dict) -> list[str]:
+    budget = BUDGETS[args.budget]
+    ov = [f"tune.dir={out / 'tuning'}", f"tune.trials={budget['trials']}", *budget["overrides"]]
+    if args.weights:
+        ov.append(f"model.weights={args.weights}")
+    if model.startswith("deit_tiny_distilled"):
+        teacher = state.get("teacher_run")
+        if teacher:
+            ov.append(f"train.teacher_run={teacher}")
+    return ov + list(args.overrides)
+
+
+def best_trial_run(out: Path, cfg_name: str) -> tuple[dict, Path]:
+    """The best row of a finished search and that trial's run folder."""
+    folder = out / "tuning" / cfg_name
+    with open(folder / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    best = [r for r in rows if r["best"] == "True"]
+    if not best:
+        raise StudyError(f"no completed trial in {folder / 'trials.csv'}: see {out / 'logs'}")
+    runs = sorted((folder / "runs").glob(f"{cfg_name}-trial_{best[0]['trial']}-*"))
+    if not runs or not (runs[-1] / "best.keras").is_file():
+        raise StudyError(f"the best trial's run folder is missing under {folder / 'runs'}")
+    return best[0], runs[-1]
+
+
+def pick_teacher(state: dict) -> str | None:
+    """The CNN run with the best test accuracy so far (the distilled DeiT's teacher)."""
+    best = None
+    for model in CNNS:
+        info = state["steps"].get(f"tune:{model}")
+        if info and (best is None or (info["test_accuracy"] or 0) > (best["test_accuracy"] or 0)):
+            best = info
+    return best["run"] if best else None
+
+
+def run_search(args, out: Path, state: dict, model: str, stem: str) -> None:
+    from kerasxai.config import load_config
+
+    cfg_file = config_path(args.dataset, stem)
+    overrides = search_overrides(args, out, model, state)
+    cfg = load_config(cfg_file, overrides)  # validates before anything runs
+    cmd = [sys.executable, "-m", "kerasxai.tune", "--config", str(cfg_file), "--quiet", *overrides]
+    t0 = time.time()
+    run_logged(cmd, out / "logs" / f"tune_{model}.log", f"tune:{model}")
+    best, run = best_trial_run(out, cfg.name)
+    summary = json.loads((run / "summary.json").read_text())
+    state["steps"][f"tune:{model}"] = {
+        "seconds": round(time.time() - t0, 1), "config": str(cfg_file.relative_to(REPO)), "cfg_name": cfg.name,
+        "run": str(run), "learning_rate": float(best["learning_rate"]), "batch_size": int(best["batch_size"]),
+        "val_loss": summary.get("val_loss"), "val_accuracy": summary.get("val_accuracy"),
+        "test_loss": summary.get("test_loss"), "test_accuracy": summary.get("test_accuracy"),
+        "seconds_per_epoch": summary.get("seconds_per_epoch"), "epochs": summary.get("epochs"),
+    }
+    if model in CNNS:
+        state["teacher_run"] = pick_teacher(state)
+
+
+def run_evaluation(args, out: Path, state: dict) -> None:
+    runs = [state["steps"][f"tune:{m}"]["run"] for m, _ in MODELS if f"tune:{m}" in state["steps"]]
+    report = out / "report"
+    cmd = [sys.executable, "-m", "kerasxai.evaluate", "--runs", *runs, "--out", str(report), "--no-progress",
+           *BUDGETS[args.budget]["eval"]]
+    t0 = time.time()
+    run_logged(cmd, out / "logs" / "evaluate.log", "evaluate")
+    state["steps"]["evaluate"] = {"seconds": round(time.time() - t0, 1), "report": str(report)}
+
+
+# ------------------------------------------------------------------------------ RESULTS.md
+
+
+def _f(v, digits=4) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _rel(path: str | Path) -> str:
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        return str(p)
+
+
+def _row_model(label: str) -> str:
+    return label.split(" (")[0]
+
+
+def discussion(metrics: dict[str, dict], state: dict) -> list[str]:
+    """Point-by-point check of the study's conclusions, stated from the numbers only."""
+    pts = []
+    # 1. Downscaled CNNs localize more precisely.
+    pairs = [(m, f"{m}_d") for m in ("mobilenetv3_large", "efficientnetv2_s") if m in metrics and f"{m}_d" in metrics]
+    if pairs:
+        wins, parts = 0, []
+        for full, down in pairs:
+            a, b = metrics[full], metrics[down]
+            better = [k for k in THESIS_COLS if (b.get(k) or 0) > (a.get(k) or 0)]
+            wins += b["pooled_precision"] > a["pooled_precision"]
+            parts.append(f"{down} vs {full}: precision {_f(b['pooled_precision'])} vs {_f(a['pooled_precision'])}, "
+                         f"pointing game {_f(b['pointing_game'])} vs {_f(a['pointing_game'])}, PxAP {_f(b.get('pxap'))} vs "
+                         f"{_f(a.get('pxap'))}; the downscaled model is higher on {len(better)} of 6 thesis metrics")
+        verdict = "holds" if wins == len(pairs) else ("holds in part" if wins else "does not hold")
+        pts.append(f"**Downscaled CNNs localize more precisely** — {verdict} here ({'; '.join(parts)}).")
+    # 2. Max fusion gives the best F1 for ViTs.
+    fusion_rows = {}
+    for label, m in metrics.items():
+        for f in ("min", "mean", "max"):
+            if label.endswith(f"_f{f}"):
+                fusion_rows.setdefault(label[: -len(f) - 2], {})[f] = m
+    if fusion_rows:
+        parts, wins = [], 0
+        for model, by in fusion_rows.items():
+            best = max(by, key=lambda f: by[f].get("pooled_f1") or 0)
+            wins += best == "max"
+            parts.append(f"{model}: best F1 with {best} fusion (" + ", ".join(f"{f} {_f(by[f].get('pooled_f1'))}" for f in by) + ")")
+        verdict = "holds" if wins == len(fusion_rows) else ("holds in part" if wins else "does not hold")
+        pts.append(f"**Max fusion gives the best F1 for transformers** — {verdict} ({'; '.join(parts)}).")
+    # 3. CNN CAM beats ViT rollout.
+    cnn = {k: v for k, v in metrics.items() if _row_model(k) in CNNS}
+    vit = {k: v for k, v in metrics.items() if k not in cnn}
+    if cnn and vit:
+        bc = max(cnn, key=lambda k: cnn[k].get("pooled_f1") or 0)
+        bv = max(vit, key=lambda k: vit[k].get("pooled_f1") or 0)
+        better = [k for k in THESIS_COLS if (cnn[bc].get(k) or 0) > (vit[bv].get(k) or 0)]
+        verdict = "holds" if len(better) >= 4 else ("mixed" if len(better) >= 2 else "does not hold")
+        pts.append(f"**CNN CAM beats ViT rollout** — {verdict}: the best CNN by F1 ({bc}, F1 {_f(cnn[bc].get('pooled_f1'))}, "
+                   f"PxAP {_f(cnn[bc].get('pxap'))}) is above the best transformer ({bv}, F1 {_f(vit[bv].get('pooled_f1'))}, "
+                   f"PxAP {_f(vit[bv].get('pxap'))}) on {len(better)} of the 6 thesis metrics.")
+    # 4. What the threshold-free metrics add.
+    if metrics:
+        by_f1 = sorted(metrics, key=lambda k: -(metrics[k].get("pooled_f1") or 0))
+        by_ap = sorted(metrics, key=lambda k: -(metrics[k].get("pxap") or 0))
+        same = by_f1[0] == by_ap[0]
+        pts.append(
+            "**Threshold-free metrics** — PxAP and pixel AUROC score the map at every threshold, so they do not depend "
+            "on the fixed 127/255 cut or on the score gate. Here the top model by PxAP is "
+            f"{by_ap[0]} ({_f(metrics[by_ap[0]].get('pxap'))}) and by pooled F1 {by_f1[0]} "
+            f"({_f(metrics[by_f1[0]].get('pooled_f1'))}): the two rankings "
+            + ("agree at the top." if same else "disagree at the top, so the thesis' ranking is partly an artefact of its threshold.")
+        )
+    return pts
+
+
+def render_results(args, out: Path, state: dict) -> str:
+    report = out / "report"
+    results = json.loads((report / "results.json").read_text())
+    metrics = {_row_model(r["model"]): r for r in results["metrics"]}
+    ranking = {_row_model(r["model"]): r for r in results["ranking"]}
+    budget = BUDGETS[args.budget]
+    wall = sum(v.get("seconds", 0) for v in state["steps"].values())
+    cmd = f"python tools/reproduce_study.py --dataset {args.dataset} --budget {args.budget}"
+    step_times = ", ".join(f"{k} {fmt_duration(v.get('seconds'))}" for k, v in state["steps"].items())
+    L = [
+        "# Results: the study reproduced on DeepPCB",
+        "",
+        f"Generated by `{cmd}` from the saved runs under `{_rel(out)}/` (rerun with `--report-only` to re-evaluate "
+        "the saved runs and regenerate every table; `--render-only` rewrites this file from the saved evaluation).",
+        "",
+        f"- Data: DeepPCB train/val part (1,000 pairs, tested images and defect-free templates), 224 px tiles with 2 px "
+        f"overlap, split by source pair 0.7 / 0.1 / 0.2 (seed 42). Masks are the filled annotation boxes.",
+        f"- Budget `{args.budget}`: {budget['trials']} KerasTuner Bayesian trials per model, overrides "
+        f"`{' '.join(budget['overrides'])}`; evaluation `{' '.join(budget['eval']) or 'all test tiles'}`.",
+        f"- Weights: {args.weights or 'random initialisation (no pretrained weights offline)'}; backend "
+        f"{os.environ.get('KERAS_BACKEND', 'jax')}; machine: {os.cpu_count()} CPU cores, {platform.machine()}.",
+        f"- Wall time of all steps: {fmt_duration(wall)} ({step_times}).",
+        "",
+        "The study (thesis tables 3.2 / 3.4) fine-tuned ImageNet weights for 10 trials x 20 epochs on its own PCB "
+        "dataset; the numbers beside ours are its PCB numbers, a different dataset and budget: compare trends, not values.",
+        "",
+        "## Training (cf. table 3.2)",
+        "",
+    ]
+    rows = []
+    for model, _ in MODELS:
+        s = state["steps"].get(f"tune:{model}")
+        if not s:
+            continue
+        t = THESIS_TRAINING.get(model)
+        acc = lambda v: None if v is None else 100 * v  # noqa: E731
+        rows.append([model, f"{s['learning_rate']:.2g}", str(s["batch_size"]), s["val_loss"], _f(acc(s["val_accuracy"]), 2),
+                     _f(acc(s["test_accuracy"]), 2), _f(s.get("seconds_per_epoch"), 1),
+                     f"[run]({_rel(s['run'])})", (f"{t[0]:g} / {t[1]} / {t[4]:.2f}" if t else "-")])
+    L.append(_table(["Model", "Learning rate", "Batch size", "Val loss", "Val accuracy, %", "Test accuracy, %",
+                     "s / epoch", "Run", "Thesis PCB: lr / batch / test acc %"], rows))
+    L += ["", "Search tables and parallel-coordinates figures per model: "
+          + ", ".join(f"[{m}]({_rel(out / 'tuning' / state['steps'][f'tune:{m}']['cfg_name'] / 'trials.md')})"
+                      for m, _ in MODELS if f"tune:{m}" in state["steps"]) + ".", ""]
+
+    L += ["## Explainability metrics on the test tiles (cf. table 3.4)", "",
+          f"Pooled over all valid pixels of {results['context'].get('tiles', '?')} test tiles; transformers once per head "
+          "fusion at the model's discard ratio. Threshold-free metrics (PxAP, pixel AUROC, relevance mass) go beyond the thesis.", ""]
+    cols = THESIS_COLS + ["classification_accuracy", "pxap", "pixel_auroc", "relevance_mass"]
+    heads = ["Model", "F1", "Precision", "Jaccard", "Accuracy", "Recall", "Pointing game", "Class. acc.", "PxAP", "Pixel AUROC",
+             "Relevance mass", "Thesis PCB F1 / pointing"]
+    rows = []
+    for label, m in metrics.items():
+        t = THESIS_MAPS.get(label)
+        rows.append([label] + [m.get(c) for c in cols] + [f"{t[0]:.4f} / {t[5]:.4f}" if t else "-"])
+    L += [_table(heads, rows), ""]
+
+    L += ["## Ranking (cf. table 3.5)", "", "Ranks inside the CNN and transformer groups over the six thesis metrics "
+          "(lower is better), and over all nine map metrics.", ""]
+    rows = [[label] + [r.get(c) for c in THESIS_COLS] + [r.get("average_rank"), r.get("average_rank_all")]
+            for label, r in ranking.items()]
+    L += [_table(["Model", "F1", "Precision", "Jaccard", "Accuracy", "Recall", "Pointing game", "Average rank",
+                  "Average rank (9 metrics)"], rows), ""]
+
+    base = results.get("baselines", [])
+    if base:
+        L += ["## Single-pass maps against post-hoc and trivial baselines", "",
+              "Same tiles, same score gate; Grad-CAM / Grad-CAM++ on the CAM layer, gradient-weighted rollout for "
+              "transformers, and two maps that know nothing (uniform, centre Gaussian).", ""]
+        rows = [[b["model"], b["method"], b.get("pooled_f1"), b.get("pointing_game"), b.get("pxap"), b.get("pixel_auroc"),
+                 b.get("relevance_mass")] for b in base]
+        L += [_table(["Model", "Map", "F1", "Pointing game", "PxAP", "Pixel AUROC", "Relevance mass"], rows), ""]
+
+    figs = sorted((report / "figures").glob("*.png"))
+    if figs:
+        L += ["## Figures", ""]
+        names = {"overlays": "Maps on the same defective test tiles (cf. figure 3.4)",
+                 "full_vs_downscaled": "Full vs downscaled CNNs (cf. figure 3.6)"}
+        for f in figs:
+            cap = names.get(f.stem, f"Fusion x discard ratio, {f.stem.removeprefix('sweep_')} (cf. figure 3.10)")
+            L += [f"**{cap}**", "", f"![{cap}]({_rel(f)})", ""]
+        L += [f"All tables and figures together: [{_rel(report / 'report.html')}]({_rel(report / 'report.html')}).", ""]
+
+    L += ["## Discussion", ""]
+    L += [f"{i}. {p}" for i, p in enumerate(discussion(metrics, state), 1)]
+    L += ["", "Caveat, measured rather than assumed: these models start from random weights and see a few hundred "
+          "tiles per epoch for a few epochs (budget above), so their maps are those of weak classifiers; the study's "
+          "models were ImageNet-pretrained and trained for 20 epochs. Rerun with `--budget full weights=imagenet` on a "
+          "GPU to compare like with like.", ""]
+    return "\n".join(L)
+
+
+def write_results(args, out: Path, state: dict) -> Path:
+    text = render_results(args, out, state)
+    path = REPO / "RESULTS.md" if args.results is None else Path(args.results)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", default="deeppcb", help="config prefix: configs/<dataset>_<model>.yaml")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="small")
+    p.add_argument("--out", default=None, help="study folder (default: study/<dataset>-<budget>)")
+    p.add_argument("--models", default=None, help="comma-separated subset of the seven model names")
+    p.add_argument("--weights", default=None, help="imagenet or a .weights.h5 path (default: random init)")
+    p.add_argument("--results", default=None, help="where to write RESULTS.md (default: the repository's)")
+    p.add_argument("--report-only", action="store_true", help="re-evaluate the saved runs and rewrite RESULTS.md")
+    p.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from the saved evaluation")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="extra config overrides for every search")
+    args = p.parse_args(argv)
+
+    out = Path(args.out or REPO / "study" / f"{args.dataset}-{args.budget}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_state(out)
+    state.setdefault("started", time.strftime("%Y-%m-%d %H:%M:%S"))
+    models = MODELS if not args.models else [(m, s) for m, s in MODELS if m in args.models.split(",")]
+    try:
+        if not (args.report_only or args.render_only):
+            todo = [f"tune:{m}" for m, _ in models if f"tune:{m}" not in state["steps"]] + ["evaluate"]
+            t_start = time.time()
+            for i, (model, stem) in enumerate(models):
+                step = f"tune:{model}"
+                if step in state["steps"]:
+                    print(f"[{i + 1}/{len(models)}] {model}: done earlier, skipped")
+                    continue
+                print(f"\n[{i + 1}/{len(models)}] {model}: search ({fmt_duration(time.time() - t_start)} elapsed, "
+                      f"about {fmt_duration(eta_seconds(state, todo))} left)", flush=True)
+                run_search(args, out, state, model, stem)
+                todo.remove(step)
+                save_state(out, state)
+            state["steps"].pop("evaluate", None)
+        if not args.render_only:
+            print(f"\nevaluation of {len(models)} best runs ...", flush=True)
+            run_evaluation(args, out, state)
+            save_state(out, state)
+        path = write_results(args, out, state)
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"\nwritten: {path} (report: {out / 'report' / 'report.html'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
