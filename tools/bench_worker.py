@@ -146,13 +146,18 @@ def _tiles(batch, size, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (batch, size, size, 3)).astype("float32")
 
 
-def _build_pair(name, size):
-    from kerasxai.models import build_model
+def _build_variants(name, size):
+    """score+heatmap (defaults), score-only, and for transformers the map without discard."""
+    from kerasxai.models import build_model, is_transformer
 
     heat = build_model(name, input_shape=(size, size, 3))
     score = build_model(name, input_shape=(size, size, 3), heatmap=False)
     score.set_weights(heat.get_weights())
-    return heat, score
+    extra = {}
+    if is_transformer(name):  # what the per-image discard (a k-th smallest of T*T values) costs
+        extra["score_heatmap_discard0"] = build_model(name, input_shape=(size, size, 3), discard_ratio=0.0)
+        extra["score_heatmap_discard0"].set_weights(heat.get_weights())
+    return heat, score, extra
 
 
 def task_models(args):
@@ -163,7 +168,7 @@ def task_models(args):
     result = {"matmul_peak_gflops": matmul_peak(), "models": {}}
     for name in args.models:
         t0 = time.perf_counter()
-        heat, score = _build_pair(name, args.size)
+        heat, score, extra = _build_variants(name, args.size)
         rec = {
             "build_s": round(time.perf_counter() - t0, 1),
             "params": int(heat.count_params()),
@@ -178,6 +183,7 @@ def task_models(args):
         for batch in args.batches:
             x = _tiles(batch, args.size)
             fns = {"score_only": lambda: score.predict_on_batch(x), "score_heatmap": lambda: heat.predict_on_batch(x)}
+            fns.update({k: (lambda m=m: m.predict_on_batch(x)) for k, m in extra.items()})
             compile_s = {}
             for k, fn in fns.items():
                 t0 = time.perf_counter()
@@ -191,7 +197,7 @@ def task_models(args):
             print(f"[{keras.backend.backend()}] {name} b={batch}: "
                   + ", ".join(f"{k} {v['tiles_per_s']:.1f}/s" for k, v in cell.items()), file=sys.stderr, flush=True)
         result["models"][name] = rec
-        del heat, score
+        del heat, score, extra
         keras.backend.clear_session()
     return result
 
