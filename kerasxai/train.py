@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: continue with --resume <run folder> (the last completed epoch is kept)", file=sys.stderr)
         return 130
-    keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "epochs", "seconds_per_epoch", "wall_time_s")
+    keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "epochs", "first_epoch_seconds",
+            "seconds_per_epoch", "cpu_seconds_per_epoch", "wall_time_s")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
     print(f"run folder: {run_dir}  (best.keras by {summary['monitor']})")
     return 0

@@ -280,14 +280,17 @@ def _with_teacher_labels(ds, teacher_model, batch_size: int):
 
 
 class EpochClock(keras.callbacks.Callback):
-    """Adds ``epoch_seconds`` to the epoch logs (so history.csv records it)."""
+    """Adds ``epoch_seconds`` (wall) and ``epoch_cpu_seconds`` (this process, all threads) to
+    the epoch logs, so history.csv records them; on a shared machine the two differ a lot."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_seconds"] = round(time.perf_counter() - self._t0, 3)
+            logs["epoch_cpu_seconds"] = round(time.process_time() - self._c0, 3)
 
 
 class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
@@ -337,7 +340,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             runs.save_model_atomic(inference_view(self.model), self.run_dir / runs.BEST)
             self.state.setdefault("best_epoch", epoch)
         self.state["next_epoch"] = epoch + 1
-        self.state["epoch_seconds"] = list(self.state.get("epoch_seconds", [])) + [logs.get("epoch_seconds")]
+        for key in ("epoch_seconds", "epoch_cpu_seconds"):
+            self.state[key] = list(self.state.get(key, [])) + [logs.get(key)]
         if self.reduce_lr is not None:
             self.state["reduce_lr"] = self.reduce_lr.state()
         runs.write_state(self.run_dir, self.state)
@@ -479,7 +483,11 @@ def finish(cfg: Config, run_dir, model, data: Data, state: dict, batch_size: int
     val = model.evaluate(data.val, return_dict=True, verbose=0)
     test = model.evaluate(data.test, return_dict=True, verbose=0) if data.test is not None else {}
     get = lambda d, k: (float(d[metric_key(k, model)]) if metric_key(k, model) in d else None)  # noqa: E731
-    secs = [s for s in state.get("epoch_seconds", []) if s is not None]
+    def per_epoch(key):  # mean over epochs; the first one (compilation) left out when there are more
+        v = [x for x in state.get(key, []) if x is not None]
+        v = v[1:] if len(v) > 1 else v
+        return (sum(v) / len(v)) if v else None
+
     summary = {
         "name": cfg.name,
         "model": cfg.model.name,
@@ -499,7 +507,9 @@ def finish(cfg: Config, run_dir, model, data: Data, state: dict, batch_size: int
         "optimizer": optimizer_name(cfg),
         "steps_per_epoch": data.steps_per_epoch,
         "tiles": data.counts,
-        "seconds_per_epoch": (sum(secs) / len(secs)) if secs else None,
+        "seconds_per_epoch": per_epoch("epoch_seconds"),
+        "cpu_seconds_per_epoch": per_epoch("epoch_cpu_seconds"),
+        "first_epoch_seconds": (state.get("epoch_seconds") or [None])[0],
         "wall_time_s": float(state.get("train_seconds", 0.0)),
         "backend": keras.backend.backend(),
         "devices": n_devices,
