@@ -379,7 +379,7 @@ def overlay(image: np.ndarray, result: Localization) -> np.ndarray:
 
 def _png(rgb_or_gray: np.ndarray) -> bytes:
     arr = rgb_or_gray if rgb_or_gray.ndim == 2 else cv2.cvtColor(rgb_or_gray, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", arr)
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # fast; size matters less
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return buf.tobytes()
