@@ -79,6 +79,7 @@ class TrainConfig:
     max_test_tiles: Optional[int] = None  # cap on test tiles in summary.json (0: skip the test split)
     monitor: str = "val_loss"  # best.keras is the epoch with the best val_loss (min) | val_accuracy (max)
     data_parallel: str = "auto"  # keras.distribution.DataParallel over local devices: auto (JAX, >1 device) | on | off
+    bn_momentum: Optional[float] = None  # override BatchNormalization momentum (e.g. 0.9 for short runs from random init)
     balance: bool = False  # oversample defective tiles to 50% in training batches
     teacher_run: Optional[str] = None  # DeiT-distilled: run folder of the teacher model
     runs_dir: str = "runs"

@@ -69,6 +69,7 @@ def check_config(cfg: Config) -> None:
     need(t.reduce_lr.patience >= 0, "train.reduce_lr.patience", "must be >= 0")
     need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     need(0 <= cfg.model.dropout < 1, "model.dropout", "must be in [0, 1)")
+    need(t.bn_momentum is None or 0 < t.bn_momentum < 1, "train.bn_momentum", "must be in (0, 1) or null")
     if t.teacher_run:
         need(Path(t.teacher_run, runs.CONFIG).is_file() and Path(t.teacher_run, runs.BEST).is_file(),
              "train.teacher_run", f"'{t.teacher_run}' is not a finished run folder (needs config.yaml and best.keras)")
@@ -99,6 +100,23 @@ def build_model(cfg: Config):
     if is_distilled(cfg.model.name):  # the two head logits, to train them on separate targets
         return build_from_config(cfg.model, (s, s, 3), training_outputs=True)
     return build_from_config(cfg.model, (s, s, 3))
+
+
+def set_bn_momentum(model, momentum: Optional[float]) -> int:
+    """Set the momentum of every BatchNormalization layer (nested models included).
+
+    Keras' MobileNetV3 uses 0.999: from random init its inference statistics need thousands of
+    steps to settle, so a short run evaluates with near-initial statistics (constant scores).
+    ``train.bn_momentum: 0.9`` makes short budgets meaningful. Returns the number of layers set.
+    """
+    if momentum is None:
+        return 0
+    n = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            n += 1
+    return n
 
 
 def inference_view(model):
@@ -439,6 +457,8 @@ def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: O
     if model is None:
         model = build_model(cfg)
     teacher = _load_teacher(cfg, model)
+    if set_bn_momentum(model, t.bn_momentum):
+        print(f"BatchNormalization momentum set to {t.bn_momentum} (train.bn_momentum)")
     if getattr(model, "optimizer", None) is None or not model.compiled:
         compile_model(model, cfg, learning_rate, distill=has_dist_head(model))
     if resume and initial_epoch > 0:
