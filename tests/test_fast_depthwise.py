@@ -41,6 +41,28 @@ def test_layer_matches_depthwise_conv(kernel_size, strides, padding):
         np.testing.assert_allclose(np.asarray(fast(x)), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="jax.grad")
+def test_training_gradients_match_depthwise_conv():
+    import jax
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 10, 10, 6)).astype("float32")
+    for strides in (1, 2):
+        ref = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same")
+        ref.build(x.shape)
+        weights = [rng.normal(size=w.shape).astype("float32") for w in ref.get_weights()]
+        fast = fd.FastDepthwiseConv2D.from_config(ref.get_config())
+        fast.build(x.shape)
+
+        def loss(layer):
+            return lambda w, inp: (layer.stateless_call(w, [], inp)[0] ** 2).sum()
+
+        g_ref = jax.grad(loss(ref), argnums=(0, 1))(weights, x)
+        g_fast = jax.grad(loss(fast), argnums=(0, 1))(weights, x)
+        for a, b in zip(jax.tree_util.tree_leaves(g_fast), jax.tree_util.tree_leaves(g_ref)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
 def test_unsupported_configurations_are_refused_and_kept_by_apply():
     for kwargs in [dict(dilation_rate=2), dict(depth_multiplier=2), dict(strides=3)]:
         layer = keras.layers.DepthwiseConv2D(3, padding="same", **kwargs)
