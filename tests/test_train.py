@@ -73,6 +73,7 @@ class StopAfter(keras.callbacks.Callback):
         ("train.data_parallel=maybe", "train.data_parallel"),
         ("train.teacher_run=runs/nowhere", "train.teacher_run"),
         ("train.epochs=zero", "train.epochs"),
+        ("train.bn_momentum=1.5", "train.bn_momentum"),
     ],
 )
 def test_bad_config_value_fails_before_training(tmp_path, capsys, override, key):
@@ -105,6 +106,20 @@ def test_study_configs_carry_thesis_learning_rates():
         assert cfg.data.reader == ("voc_xml" if ds == "pcb" else "coco")
     names = {load_config(p).model.name for p in (REPO / "configs").glob("pcb_*.yaml")}
     assert names == set(__import__("kerasxai.models", fromlist=["MODEL_NAMES"]).MODEL_NAMES)
+
+
+def test_bn_momentum_override_reaches_nested_layers():
+    inner = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.BatchNormalization(momentum=0.999)])
+    inp = keras.Input((4, 4, 2))
+    model = keras.Model(inp, keras.layers.BatchNormalization(momentum=0.99)(inner(inp)))
+    assert training.set_bn_momentum(model, None) == 0
+    assert training.set_bn_momentum(model, 0.9) == 2
+    bns = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    assert [b.momentum for b in bns] == [0.9, 0.9]
+    x = np.full((8, 4, 4, 2), 5.0, "float32")
+    model(x, training=True)  # one update: moving mean moves 10% of the way (not 0.1%)
+    inner_bn = inner.layers[-1]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(inner_bn.moving_mean), 0.5, rtol=1e-5)
 
 
 def test_teacher_hard_labels_reach_the_distillation_head():
