@@ -121,9 +121,17 @@ def targets(results, batch, cores):
             a and b and a["tiles_per_s"] / b["tiles_per_s"], "separate processes, run one after the other")
     for model, cell in results.get("posthoc", {}).get("posthoc", {}).items():
         add(f"{model}: single pass / post-hoc {cell['method'].split(' (')[0]} (batch {cell['batch']})", 2.0,
-            1.0 / cell["posthoc"]["ratio_to_single_pass"])
+            1.0 / cell["posthoc"]["ratio_to_single_pass"],
+            "" if model.startswith(("vit", "deit")) else
+            "kerasxai.explain's Grad-CAM differentiates only the GAP+Dense head on the last feature map: "
+            "one forward pass + a tiny gradient, so it cannot cost 2x a forward pass")
     pred = results.get("predict", {}).get("predict")
-    add("predict (full images): share of wall time in the model", 0.85, pred and pred["model_share"])
+    render_note = ""
+    if pred:
+        t = pred["timings"]
+        render_note = (f"without PNG rendering of the outputs: {100 * t['model'] / (pred['wall_s'] - t['render']):.1f} %; "
+                       f"render {100 * t['render'] / pred['wall_s']:.1f} % of wall time")
+    add("predict (full images): share of wall time in the model", 0.85, pred and pred["model_share"], render_note)
     note = f"absolute figure; load avg up to {load:.1f} on {cores} cores during this run" if busy else "absolute figure"
     for model, peer in PEER_FORWARD.items():
         c = _cell(jax_, model, 32, "score_heatmap")
@@ -226,7 +234,7 @@ def main(argv=None):
                    help=f"models also run under TF (default: {','.join(JAX_VS_TF_MODELS)}, quick: 1)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], help="default 1,32 (quick 1,8)")
-    p.add_argument("--rounds", type=int, help="timed rounds per figure (default 5, quick 2)")
+    p.add_argument("--rounds", type=int, help="timed rounds per figure (default 3, quick 2)")
     p.add_argument("--min-time", type=float, help="seconds per timed round (default 1.0, quick 0.2)")
     p.add_argument("--skip", type=lambda s: s.split(","), default=[],
                    help="sections to skip: tf,posthoc,pipeline,predict")
@@ -239,7 +247,7 @@ def main(argv=None):
         p.error(f"unknown model name(s) {unknown}; use {', '.join(ALL_MODELS)}")
     args.tf_models = args.tf_models or (["mobilenetv3_large"] if q else JAX_VS_TF_MODELS)
     args.batches = args.batches or ([1, 8] if q else [1, 32])
-    args.rounds = args.rounds or (2 if q else 5)
+    args.rounds = args.rounds or (2 if q else 3)
     args.min_time = args.min_time if args.min_time is not None else (0.2 if q else 1.0)
 
     out = Path(args.out)
