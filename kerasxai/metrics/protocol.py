@@ -36,7 +36,7 @@ __all__ = ["PreparedMaps", "ProtocolMetrics", "prepare_maps", "upsample_bilinear
 @lru_cache(maxsize=32)
 def _interp_matrix(src: int, dst: int) -> np.ndarray:
     """(dst, src) bilinear weights, half-pixel centres, edge clamp (cv2 INTER_LINEAR)."""
-    m = np.zeros((dst, src), np.float64)
+    m = np.zeros((dst, src), np.float32)
     pos = (np.arange(dst) + 0.5) * (src / dst) - 0.5
     pos = np.clip(pos, 0, src - 1)
     lo = np.floor(pos).astype(int)
@@ -49,8 +49,8 @@ def _interp_matrix(src: int, dst: int) -> np.ndarray:
 
 
 def upsample_bilinear(maps: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Resize (B, h, w) maps to (B, H, W) bilinearly (half-pixel centres, like OpenCV)."""
-    maps = np.asarray(maps, np.float64)
+    """Resize (B, h, w) maps to (B, H, W) float32 bilinearly (half-pixel centres, like OpenCV)."""
+    maps = np.asarray(maps, np.float32)
     if maps.ndim != 3:
         raise ValueError(f"heatmaps must be (B, h, w), got shape {maps.shape}")
     H, W = (size, size) if np.isscalar(size) else size
@@ -67,8 +67,8 @@ def upsample_bilinear(maps: np.ndarray, size: int | tuple[int, int]) -> np.ndarr
 class PreparedMaps:
     """Per-tile normalized maps and flags shared by every accumulator."""
 
-    maps: np.ndarray  # (B, S, S) float64 in [0, 1]: min-max over valid pixels, 0 where gated/constant
-    raw: np.ndarray  # (B, S, S) float64 upsampled, not normalized (peaks and ties)
+    maps: np.ndarray  # (B, S, S) float32 in [0, 1]: min-max over valid pixels, 0 where gated/constant
+    raw: np.ndarray  # (B, S, S) float32 upsampled, not normalized (peaks and ties)
     gate: np.ndarray  # (B,) bool: score above threshold (the map counts)
     constant: np.ndarray  # (B,) bool: max == min over valid pixels
     masks: np.ndarray  # (B, S, S) bool ground truth, False on padding
@@ -93,16 +93,20 @@ def prepare_maps(scores, heatmaps, masks, valid=None, score_threshold: float | N
     heatmaps = np.asarray(heatmaps)
     if scores.shape[0] != B or heatmaps.shape[0] != B:
         raise ValueError(f"batch sizes differ: scores {scores.shape[0]}, heatmaps {heatmaps.shape[0]}, masks {B}")
+    # Shift each map to min 0 first: min-max normalization ignores the shift, and a constant
+    # map becomes exact zeros, so it stays exactly constant through float32 interpolation.
+    heatmaps = np.asarray(heatmaps, np.float32)
+    heatmaps = heatmaps - heatmaps.min(axis=(1, 2), keepdims=True)
     raw = upsample_bilinear(heatmaps, (S, S2))
     hi = np.where(valid, raw, -np.inf).max(axis=(1, 2))
     lo = np.where(valid, raw, np.inf).min(axis=(1, 2))
     span = hi - lo
     constant = ~(span > 0)  # also True for a tile without valid pixels
-    safe = np.where(constant, 1.0, span)
-    maps = (raw - lo[:, None, None]) / safe[:, None, None]
+    safe = np.where(constant, 1.0, span).astype(np.float32)
+    maps = (raw - lo[:, None, None].astype(np.float32)) / safe[:, None, None]
     gate = np.ones(B, bool) if score_threshold is None else scores > score_threshold
     keep = (gate & ~constant)[:, None, None] & valid
-    maps = np.where(keep, np.clip(maps, 0.0, 1.0), 0.0)
+    maps = np.where(keep, np.clip(maps, 0.0, 1.0), np.float32(0.0))
     return PreparedMaps(maps, raw, gate, constant, masks.astype(bool) & valid, valid)
 
 
