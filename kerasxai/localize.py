@@ -9,8 +9,9 @@ map with :func:`kerasxai.data.tiling.stitch`.
 Per tile, as in the evaluation protocol (DESIGN.md): the native heatmap is upsampled
 bilinearly to the tile size and min-max normalized to 0..1 over its valid (non-padding) pixels, as
 :func:`kerasxai.metrics.protocol.prepare_maps` does for evaluation; a tile whose score is at or below
-``score_threshold`` contributes no defect evidence (its map is zeroed but it still counts in
-the overlap average, so no seam appears where it meets a defective tile). The stitched map is
+``score_threshold`` contributes no defect evidence: its map is zero, yet it still counts in
+the overlap average like any tile (background, not a hole), so blending stays one plain
+average everywhere and identical tile maps stitch to an identical, seamless image. The stitched map is
 thresholded as the protocol does (``map * 255 >= pixel_threshold``, 127 by default), and the
 connected components (8-connectivity) of that mask become regions with a box
 ``[x1, y1, x2, y2]`` (x2, y2 exclusive), an area in pixels and a score = max over the
