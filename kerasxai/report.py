@@ -226,7 +226,7 @@ def overlay_figure(evaluations, pixel_threshold: float = 127) -> bytes | None:
                 ax.contour(ref.mask, levels=[0.5], colors="white", linewidths=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("Maps on the same defective tiles (white: ground truth, yellow: predicted mask)", fontsize=9, y=1.04)
+    fig.suptitle("Maps on the same defective tiles (white: ground truth, yellow: predicted mask)", fontsize=9, y=1 + 0.35 / (2.3 * len(keys)))
     return _png(fig)
 
 
