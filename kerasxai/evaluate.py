@@ -27,9 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _labels(cfgs) -> list[str]:
+def _labels(cfgs, runs) -> list[str]:
+    """Row names: the model name, plus the run folder when two runs share a model."""
     names = [c.model.name for c in cfgs]
-    return [n if names.count(n) == 1 else f"{n}@{c.name}{i}" for i, (n, c) in enumerate(zip(names, cfgs))]
+    return [n if names.count(n) == 1 else f"{n}@{Path(r).name}" for n, r in zip(names, runs)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluations = []
     overlay_keys = None
     try:
-        for run_dir, cfg, label in zip(args.runs, cfgs, _labels(cfgs)):
+        for run_dir, cfg, label in zip(args.runs, cfgs, _labels(cfgs, args.runs)):
             _, model = load_run(run_dir, args.which)
             e = cfg.eval
             prepared = prepare_dataset(cfg, progress=not args.no_progress)
