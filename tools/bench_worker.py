@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 class PeakRSS:
     """Samples the process RSS every few ms while active; `.peak_mib` is the maximum seen."""
 
-    def __init__(self, interval=0.005):
+    def __init__(self, interval=0.02):
         import psutil
 
         self.proc, self.interval, self.peak = psutil.Process(), interval, 0
@@ -60,37 +60,45 @@ class PeakRSS:
         return self.peak / 2**20
 
 
-def timed(fn, min_time):
-    """Seconds per call of `fn()`: calls it until `min_time` has passed (at least once)."""
-    n, t0 = 0, time.perf_counter()
+def timed(fn, min_time, with_cpu=False):
+    """Wall seconds per call of `fn()` (and process CPU seconds per call, all threads, if
+    `with_cpu`): calls it until `min_time` has passed (at least once)."""
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while True:
         fn()
         n += 1
         dt = time.perf_counter() - t0
         if dt >= min_time:
-            return dt / n
+            return (dt / n, (time.process_time() - c0) / n) if with_cpu else dt / n
 
 
 def interleaved(fns: dict, rounds, min_time, batch):
     """Median tiles/s of each callable and median per-round ratios to the first, interleaved."""
     names = list(fns)
     per = {k: [] for k in names}
+    cpu = {k: [] for k in names}
     peaks = {k: 0.0 for k in names}
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for k in order:
             with PeakRSS() as mem:
-                per[k].append(timed(fns[k], min_time))
+                wall, cpu_s = timed(fns[k], min_time, with_cpu=True)
+            per[k].append(wall)
+            cpu[k].append(cpu_s)
             peaks[k] = max(peaks[k], mem.peak_mib)
     base = names[0]
     out = {}
     for k in names:
         ratios = [b / a for a, b in zip(per[k], per[base])]  # time(base)/time(k) = tps(k)/tps(base)
+        cpu_ratios = [b / a for a, b in zip(cpu[k], cpu[base])]
         out[k] = {
             "tiles_per_s": batch / statistics.median(per[k]),
             "seconds_per_batch": [round(t, 5) for t in per[k]],
+            "tiles_per_cpu_s": batch / statistics.median(cpu[k]),
+            "cpu_seconds_per_batch": [round(t, 5) for t in cpu[k]],
             "peak_rss_mib": round(peaks[k], 1),
             f"ratio_to_{base}": statistics.median(ratios),
+            f"cpu_ratio_to_{base}": statistics.median(cpu_ratios),
         }
     return out
 
@@ -118,8 +126,10 @@ def matmul_peak(n=2048, repeats=5):
         x = keras.ops.convert_to_tensor(a)
         run = lambda: keras.ops.convert_to_numpy(keras.ops.matmul(x, x))  # noqa: E731
     run()
-    times = [timed(run, 0.2) for _ in range(repeats)]
-    return 2 * n**3 / statistics.median(times) / 1e9
+    times = [timed(run, 0.2, with_cpu=True) for _ in range(repeats)]
+    wall = statistics.median(t for t, _ in times)
+    cpu = statistics.median(c for _, c in times)
+    return {"gflops": 2 * n**3 / wall / 1e9, "gflops_per_cpu_s": 2 * n**3 / cpu / 1e9}
 
 
 def xla_gflops(model, shape):
@@ -165,7 +175,8 @@ def task_models(args):
 
     from kerasxai.models import fast_depthwise, is_transformer
 
-    result = {"matmul_peak_gflops": matmul_peak(), "models": {}}
+    peak = matmul_peak()
+    result = {"matmul_peak_gflops": peak["gflops"], "matmul_peak_gflops_per_cpu_s": peak["gflops_per_cpu_s"], "models": {}}
     for name in args.models:
         t0 = time.perf_counter()
         heat, score, extra = _build_variants(name, args.size)
