@@ -16,6 +16,7 @@ import keras
 from kerasxai.models import (
     MODEL_NAMES,
     WeightsError,
+    build_from_config,
     build_model,
     explain_model,
     is_transformer,
@@ -241,3 +242,14 @@ def test_bad_names_and_inputs_are_explained():
         build_model("vit_tiny_patch16_224", input_shape=(100, 100, 3))
     with pytest.raises(TypeError, match="unknown argument"):
         build_model("vit_tiny_patch16_224", input_shape=(32, 32, 3), fusoin="max")
+
+
+def test_build_from_config_uses_the_model_keys():
+    from kerasxai.config import ModelConfig
+
+    cfg = ModelConfig(name="deit_tiny_distilled_patch16_224", fusion="mean", discard_ratio=0.3, dropout=0.1)
+    model = build_from_config(cfg, (32, 32, 3))
+    layer = model.get_layer("rollout")
+    assert (layer.fusion, layer.discard_ratio, layer.num_prefix_tokens, layer.grid_size) == ("mean", 0.3, 2, (2, 2))
+    assert model.get_layer("head_dropout").rate == 0.1
+    assert tuple(model.output["heatmap"].shape) == (None, 2, 2)

@@ -119,10 +119,16 @@ def rollout(attentions, fusion="mean", discard_ratio=0.0, num_prefix_tokens=1, g
     gh, gw = int(grid_size[0]), int(grid_size[1])
     if gh * gw != n_patches:
         raise ValueError(f"grid {gh}x{gw} does not match {n_patches} patch tokens")
-    # row = e_0^T A_L; then row <- row A_{l} for l = L-1 .. 1
-    row = layer_matrix(attentions[-1], fusion, discard_ratio)[:, 0, :]
-    for attention in reversed(attentions[:-1]):
-        a = layer_matrix(attention, fusion, discard_ratio)
-        row = ops.squeeze(ops.matmul(row[:, None, :], a), axis=1)
+    # All blocks' matrices at once: one discard over (L*B) rows keeps the graph small (fast
+    # to compile) and the reductions large.
+    depth = len(attentions)
+    fused = ops.stack([fuse_heads(ops.cast(a, "float32"), fusion) for a in attentions], axis=0)  # (L, B, T, T)
+    fused = discard_smallest(ops.reshape(fused, (-1, t, t)), discard_ratio)  # per (block, image)
+    mats = fused + ops.eye(t, dtype=fused.dtype)[None]
+    mats = ops.reshape(mats / ops.sum(mats, axis=-1, keepdims=True), (depth, -1, t, t))
+    # row = e_0^T A_L; then row <- row A_l for l = L-1 .. 1
+    row = mats[depth - 1][:, 0, :]
+    for i in range(depth - 2, -1, -1):
+        row = ops.squeeze(ops.matmul(row[:, None, :], mats[i]), axis=1)
     heat = row[:, int(num_prefix_tokens) :]
     return ops.reshape(heat, (-1, gh, gw))
