@@ -218,3 +218,19 @@ print("RESULT", json.dumps({{"devices": summary["devices"], "acc": summary["val_
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
     result = json.loads(line.split(" ", 1)[1])
     assert result["devices"] == 2 and 0 <= result["acc"] <= 1
+
+
+@pytest.mark.slow
+def test_deit_distilled_learns_from_a_teacher_run(tmp_path, capsys):
+    teacher_overrides = synthetic_overrides(tmp_path, **{"name": "teacher", "train.steps_per_epoch": 1})
+    teacher_dir, _ = training.train(load_config(None, teacher_overrides), verbose=0)
+    student = synthetic_overrides(tmp_path, **{"name": "student", "model.name": "deit_tiny_distilled_patch16_224",
+                                               "train.steps_per_epoch": 1, "train.teacher_run": str(teacher_dir)})
+    run_dir, summary = training.train(load_config(None, student), verbose=0)
+    out = capsys.readouterr().out
+    assert f"hard-label distillation from the teacher run '{teacher_dir}'" in out
+    assert summary["optimizer"] == "adamw"
+    _, model = runs.load_run(run_dir)
+    assert set(model.output) == {"score", "heatmap"}  # the training-only head logits are not exported
+    _, last = runs.load_run(run_dir, "last")
+    assert set(last.output) == {"score", "heatmap"}
