@@ -216,3 +216,19 @@ def test_cli_end_to_end_on_run_folders(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "report:" in capsys.readouterr().out
+
+
+def test_rollout_sweep_equals_the_models_rollout_with_ties():
+    from kerasxai.evaluation import rollout_sweep
+    from kerasxai.models.rollout import rollout
+
+    rng = np.random.default_rng(0)
+    for prefix in (1, 2):
+        t = 16 + prefix
+        att = [rng.random((3, 2, t, t)).astype(np.float32) for _ in range(3)]
+        att[1][:, :, :4, :] = 0.25  # many tied entries
+        att = [a / a.sum(-1, keepdims=True) for a in att]
+        maps = rollout_sweep(att, ["mean", "max", "min"], [0.0, 0.3, 0.9], prefix)
+        for (f, r), h in maps.items():
+            ref = keras.ops.convert_to_numpy(rollout(att, f, r, prefix))
+            np.testing.assert_allclose(h, ref, rtol=1e-5, atol=1e-7, err_msg=f"{f} {r} prefix {prefix}")
