@@ -20,16 +20,8 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 
-__all__ = ["gradient_fn", "jit", "value_and_grad"]
+__all__ = ["gradient_fn", "value_and_grad"]
 
-
-def jit(fn: Callable) -> Callable:
-    """``jax.jit(fn)`` under JAX (for keras.ops functions run many times); ``fn`` otherwise."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.jit(fn)
-    return fn
 
 GradFn = Callable[[Sequence[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
 
