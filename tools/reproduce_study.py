@@ -297,7 +297,7 @@ def discussion(metrics: dict[str, dict], state: dict) -> list[str]:
             "on the fixed 127/255 cut or on the score gate. Here the top model by PxAP is "
             f"{by_ap[0]} ({_f(metrics[by_ap[0]].get('pxap'))}) and by pooled F1 {by_f1[0]} "
             f"({_f(metrics[by_f1[0]].get('pooled_f1'))}): the two rankings "
-            + ("agree at the top." if same else "disagree at the top, so the thesis' ranking is partly an artefact of its threshold.")
+            + ("agree at the top." if same else "disagree at the top: the fixed cut decides part of the thesis-style ranking.")
         )
     return pts
 
@@ -361,7 +361,8 @@ def render_results(args, out: Path, state: dict) -> str:
 
     L += ["## Ranking (cf. table 3.5)", "", "Ranks inside the CNN and transformer groups over the six thesis metrics "
           "(lower is better), and over all nine map metrics.", ""]
-    rows = [[label] + [r.get(c) for c in THESIS_COLS] + [r.get("average_rank"), r.get("average_rank_all")]
+    rank = lambda v: "-" if v is None else (f"{v:g}" if float(v).is_integer() else f"{v:.2f}")  # noqa: E731
+    rows = [[label] + [rank(r.get(c)) for c in THESIS_COLS] + [rank(r.get("average_rank")), rank(r.get("average_rank_all"))]
             for label, r in ranking.items()]
     L += [_table(["Model", "F1", "Precision", "Jaccard", "Accuracy", "Recall", "Pointing game", "Average rank",
                   "Average rank (9 metrics)"], rows), ""]
