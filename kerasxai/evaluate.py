@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         "pixel threshold": e.pixel_threshold,
         "checkpoint": args.which,
     }
-    written = write_report(evaluations, out, title=f"kerasxai evaluation ({e.split} split)", context=context)
+    written = write_report(evaluations, out, title=f"kerasxai evaluation ({e.split} split)", context=context,
+                           score_threshold=e.score_threshold, pixel_threshold=e.pixel_threshold)
     print(f"report: {out / 'report.html'} ({len(written)} files)")
     for ev in evaluations:
         m = ev.metrics

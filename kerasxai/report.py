@@ -195,14 +195,14 @@ def _normalized(heat: np.ndarray, size: int, valid: np.ndarray) -> np.ndarray:
     return np.where(v, (up - lo) / (hi - lo) if hi > lo else 0.0, 0.0)
 
 
-def overlay_figure(evaluations, pixel_threshold: float = 127) -> bytes | None:
+def overlay_figure(evaluations, pixel_threshold: float = 127, score_threshold: float = 0.5) -> bytes | None:
     """Figures 3.4 / 3.5: the same defective tiles across models (GT outline in white)."""
     keys = [t.key for t in evaluations[0].overlays] if evaluations else []
     keys = [k for k in keys if all(any(t.key == k for t in ev.overlays) for ev in evaluations)]
     if not keys:
         return None
     cols = 1 + len(evaluations)
-    fig = Figure(figsize=(2.2 * cols, 2.3 * len(keys)))
+    fig = Figure(figsize=(2.2 * cols, 2.3 * len(keys) + 0.4), layout="constrained")
     for i, key in enumerate(keys):
         ref = next(t for t in evaluations[0].overlays if t.key == key)
         size = ref.mask.shape[-1]
@@ -216,17 +216,17 @@ def overlay_figure(evaluations, pixel_threshold: float = 127) -> bytes | None:
                 t = next(t for t in ev.overlays if t.key == key)
                 norm = _normalized(t.heatmap, size, t.valid)
                 ax.imshow(norm, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-                if t.score > 0.5:
+                if t.score > score_threshold:
                     ax.contour(norm * 255 >= pixel_threshold, levels=[0.5], colors="yellow", linewidths=0.8)
                 if i == 0:
-                    ax.set_title(f"{ev.label}\n", fontsize=7)
+                    ax.set_title(ev.label.replace("@", "\n@"), fontsize=7)
                 ax.text(2, size - 4, f"score {t.score:.2f}", color="white", fontsize=6,
                         bbox={"facecolor": "black", "alpha": 0.5, "pad": 1})
             if ref.mask.any():
                 ax.contour(ref.mask, levels=[0.5], colors="white", linewidths=1.0)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("Maps on the same defective tiles (white: ground truth, yellow: predicted mask)", fontsize=9, y=1 + 0.35 / (2.3 * len(keys)))
+    fig.suptitle("Maps on the same defective tiles (white: ground truth, yellow: predicted mask)", fontsize=9)
     return _png(fig)
 
 
@@ -290,8 +290,18 @@ td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,th:f
 th{background:#f2f2f2}img{max-width:100%;border:1px solid #ddd}.note{color:#555;font-size:13px}"""
 
 
-def write_report(evaluations, out_dir, *, title: str = "kerasxai evaluation", context: dict | None = None) -> dict:
+def write_report(
+    evaluations,
+    out_dir,
+    *,
+    title: str = "kerasxai evaluation",
+    context: dict | None = None,
+    score_threshold: float = 0.5,
+    pixel_threshold: float = 127,
+) -> dict:
     """Write every table, figure and report.html for ``evaluations`` into ``out_dir``.
+
+    The thresholds only decide the predicted-mask outline drawn in the overlay figure.
 
     Returns {artifact name: path}.
     """
@@ -327,7 +337,7 @@ def write_report(evaluations, out_dir, *, title: str = "kerasxai evaluation", co
     put("results.json", json.dumps(_json_safe(doc), indent=2) + "\n")
 
     figures: list[tuple[str, str, bytes]] = []
-    png = overlay_figure(evaluations)
+    png = overlay_figure(evaluations, pixel_threshold, score_threshold)
     if png:
         figures.append(("figures/overlays.png", "Maps on the same defective test tiles (cf. thesis figures 3.4 / 3.5)", png))
     png = downscale_figure(evaluations)
