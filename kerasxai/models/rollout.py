@@ -48,6 +48,24 @@ def _kth_smallest_key(keys, k):
     return lo
 
 
+def _first_true(mask, count):
+    """Per row, the first `count` (B, 1) True entries of the bool `mask` (B, n), by index.
+
+    Bisection for the index of the count-th True entry (ceil(log2 n) + 1 counting passes): a
+    cumsum would be the obvious tool, but XLA's CPU cumsum is a reduce-window, quadratic in
+    n (38,809 here), which made the discard step cost 6x the ViT's own FLOPs.
+    """
+    n = mask.shape[-1]
+    index = ops.arange(n, dtype="int32")[None, :]
+    lo = ops.zeros((ops.shape(mask)[0], 1), dtype="int32")
+    hi = ops.full((ops.shape(mask)[0], 1), n - 1, dtype="int32")
+    for _ in range(max(1, math.ceil(math.log2(n))) + 1):
+        mid = (lo + hi) // 2
+        enough = ops.sum(ops.cast(ops.logical_and(mask, index <= mid), "int32"), axis=-1, keepdims=True) >= count
+        lo, hi = ops.where(enough, lo, mid + 1), ops.where(enough, mid, hi)
+    return ops.logical_and(ops.logical_and(mask, index <= lo), count > 0)
+
+
 def discard_smallest(fused, discard_ratio):
     """Per image, zero the k = floor(T*T*ratio) smallest entries except [CLS, CLS].
 
@@ -64,10 +82,9 @@ def discard_smallest(fused, discard_ratio):
     keys = _order_keys(flat)
     kth = _kth_smallest_key(keys, k)  # (B, 1)
     below = ops.less(keys, kth)
-    equal = ops.cast(ops.equal(keys, kth), "int32")
+    equal = ops.equal(keys, kth)
     need = k - ops.sum(ops.cast(below, "int32"), axis=-1, keepdims=True)  # how many ties to take
-    take_equal = ops.logical_and(ops.cast(equal, "bool"), ops.less_equal(ops.cumsum(equal, axis=-1), need))
-    drop = ops.logical_or(below, take_equal)
+    drop = ops.logical_or(below, _first_true(equal, need))
     not_cls = ops.not_equal(ops.arange(n), 0)[None, :]  # never drop [CLS, CLS] (flat index 0)
     drop = ops.logical_and(drop, not_cls)
     flat = ops.where(drop, ops.zeros_like(flat), flat)
