@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -398,9 +399,42 @@ def render_outputs(image: np.ndarray, result: Localization, stem: str, source: s
 
 
 # ----------------------------------------------------------------------------- benchmark
+class OutputQueue:
+    """Runs output work (PNG encoding, writing) on one background thread, in order.
+
+    OpenCV's encoder releases the GIL, so an image's outputs are encoded while the model
+    runs the next batch instead of after it. At most `depth` calls wait; an exception in the
+    worker surfaces at the next `submit` or at `close`.
+    """
+
+    def __init__(self, depth: int = 4):
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kerasxai-output")
+        self._pending: deque = deque()
+
+    def submit(self, fn, *args) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) > self.depth:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def benchmark(localizer: Localizer, paths: list, *, repeats: int = 1, warmup: bool = True) -> dict:
-    """Read, localize and render (encode, not write) ``paths``; returns images/s and the
-    ``timings`` breakdown in seconds, with ``model_share`` = model time / wall time.
+    """Read, localize and render (encode, not write) ``paths`` as ``predict`` does (rendering on
+    the :class:`OutputQueue` thread); returns images/s and the ``timings`` breakdown in seconds
+    (render time overlaps the model's), with ``model_share`` = model time / wall time.
 
     The first batch is run once before timing (``warmup``) so jit compilation is excluded."""
     if warmup:
@@ -414,10 +448,14 @@ def benchmark(localizer: Localizer, paths: list, *, repeats: int = 1, warmup: bo
                 img = load_image(p)
                 localizer.timings["read"] += time.perf_counter() - t0
                 yield (Path(p).stem, img), img
-        for (stem, img), res in localizer.localize_stream(items()):
+        def render(img, res, stem):
             t0 = time.perf_counter()
             render_outputs(img, res, stem)
             localizer.timings["render"] += time.perf_counter() - t0
+
+        with OutputQueue() as outputs:
+            for (stem, img), res in localizer.localize_stream(items()):
+                outputs.submit(render, img, res, stem)
     wall = time.perf_counter() - t_start
     n = len(paths) * repeats
     return {"images": n, "wall_s": wall, "images_per_s": n / wall if wall else float("nan"),

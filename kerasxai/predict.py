@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from kerasxai.config import ConfigError
-    from kerasxai.localize import Localizer, LocalizeError, collect_images, load_image, render_outputs
+    from kerasxai.localize import Localizer, LocalizeError, OutputQueue, collect_images, load_image, render_outputs
 
     def fail(msg: str) -> None:
         print(f"{PROG}: error: {msg}", file=sys.stderr)
@@ -128,20 +128,24 @@ def main(argv=None) -> int:
                 timings["read"] += time.perf_counter() - t0
             yield (path, stem, image), image
 
-    counts = {"defective": 0, "good": 0}
-    for (path, stem, image), result in localizer.localize_stream(items()):
+    def render_and_write(image, result, stem, path):
         t0 = time.perf_counter()
         files = render_outputs(image, result, stem, source=str(path))
         t1 = time.perf_counter()
         write_atomic(files, out_dir)
         timings["render"] += t1 - t0
         timings["write"] += time.perf_counter() - t1
-        counts[result.verdict] += 1
-        h, w = result.heatmap.shape
-        rows.append({"image": str(path), "status": "ok", "verdict": result.verdict,
-                     "max_score": f"{result.max_score:.6f}", "regions": len(result.regions),
-                     "tiles": len(result.positions), "height": h, "width": w, "json": f"{stem}.json", "error": ""})
         bar.update(1)
+
+    counts = {"defective": 0, "good": 0}
+    with OutputQueue() as outputs:  # encode and write while the model runs the next batch
+        for (path, stem, image), result in localizer.localize_stream(items()):
+            outputs.submit(render_and_write, image, result, stem, path)
+            counts[result.verdict] += 1
+            h, w = result.heatmap.shape
+            rows.append({"image": str(path), "status": "ok", "verdict": result.verdict,
+                         "max_score": f"{result.max_score:.6f}", "regions": len(result.regions),
+                         "tiles": len(result.positions), "height": h, "width": w, "json": f"{stem}.json", "error": ""})
     bar.close()
     order = {str(p): i for i, p in enumerate(paths)}
     rows.sort(key=lambda r: order.get(r["image"], -1))
