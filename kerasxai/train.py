@@ -25,10 +25,7 @@ def main(argv=None) -> int:
     from kerasxai.config import ConfigError, load_config
     from kerasxai.runs import RunError
 
-    try:
-        from kerasxai.data.sources import DataError
-    except ImportError:  # data package not installed yet
-        DataError = ConfigError
+    from kerasxai.data.sources import DataError
     from kerasxai import training
 
     verbose = 2 if args.quiet else 1

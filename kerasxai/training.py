@@ -22,20 +22,12 @@ import numpy as np
 
 from kerasxai import runs
 from kerasxai.config import Config, ConfigError
+from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}
-TRANSFORMER_PREFIXES = ("vit_", "deit_")
 
 
 # ---------------------------------------------------------------- config checks
-
-
-def is_transformer(name: str) -> bool:
-    try:
-        from kerasxai.models import is_transformer as models_is_transformer
-    except ImportError:  # models not importable: fall back on the naming rule of DESIGN.md
-        return name.startswith(TRANSFORMER_PREFIXES)
-    return models_is_transformer(name)
 
 
 def optimizer_name(cfg: Config) -> str:
@@ -52,13 +44,8 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"key '{key}': {what}")
 
     t = cfg.train
-    try:
-        from kerasxai.models import MODEL_NAMES
-    except ImportError:
-        MODEL_NAMES = None
-    if MODEL_NAMES is not None:
-        need(cfg.model.name in MODEL_NAMES, "model.name",
-             f"unknown model '{cfg.model.name}'; choose one of {', '.join(MODEL_NAMES)}")
+    need(cfg.model.name in MODEL_NAMES, "model.name",
+         f"unknown model '{cfg.model.name}'; choose one of {', '.join(MODEL_NAMES)}")
     need(t.monitor in MONITORS, "train.monitor", f"must be val_loss or val_accuracy, got '{t.monitor}'")
     need(t.data_parallel in ("auto", "on", "off"), "train.data_parallel",
          f"must be auto, on or off, got '{t.data_parallel}'")

@@ -22,10 +22,7 @@ def main(argv=None) -> int:
     from kerasxai.config import ConfigError, load_config
     from kerasxai.runs import RunError
 
-    try:
-        from kerasxai.data.sources import DataError
-    except ImportError:
-        DataError = ConfigError
+    from kerasxai.data.sources import DataError
     from kerasxai import tuning
 
     overrides = list(args.overrides) + ([f"tune.trials={args.trials}"] if args.trials is not None else [])
