@@ -25,8 +25,6 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kerasxai.metrics import METRIC_LABELS, rank_models, upsample_bilinear
+from kerasxai.runs import atomic_write_bytes, atomic_write_text
 
 __all__ = ["write_report", "metrics_rows", "ranking_rows", "baseline_rows", "THESIS_METRICS", "MAP_METRICS"]
 
@@ -46,22 +45,6 @@ TABLE_METRICS = MAP_METRICS[:6] + ["classification_accuracy"] + MAP_METRICS[6:] 
 
 
 # ------------------------------------------------------------------------------ writing
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_bytes(path, text.encode("utf-8"))
 
 
 def _fmt(v, rank: bool = False) -> str:
@@ -311,7 +294,7 @@ def write_report(
 
     def put(name: str, data: bytes | str) -> None:
         path = out / name
-        (_atomic_text if isinstance(data, str) else _atomic_bytes)(path, data)
+        (atomic_write_text if isinstance(data, str) else atomic_write_bytes)(path, data)
         written[name] = path
 
     mrows = metrics_rows(evaluations)
