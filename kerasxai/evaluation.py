@@ -170,8 +170,10 @@ def evaluate_model(
     from kerasxai.models import explain_model, is_transformer
 
     transformer = is_transformer(model_name)
-    new = lambda: LocalizationMetrics(eval_cfg.score_threshold, eval_cfg.pixel_threshold)  # noqa: E731
-    main = new()
+    def new(ungated: bool = False) -> LocalizationMetrics:
+        return LocalizationMetrics(eval_cfg.score_threshold, eval_cfg.pixel_threshold, ungated=ungated)
+
+    main = new(ungated=True)  # the model's map and the baselines also without the score gate
     em = explain_model(model)
     extra_name = "attentions" if transformer else "features"
     combo = keras.Model(
@@ -229,7 +231,7 @@ def evaluate_model(
                 extra = grad_cam.from_features(_np(out["features"]))
             maps.update({k: v[:n] for k, v in extra.items()})
             for name, m in maps.items():
-                base_acc.setdefault(name, new()).update(scores, m, masks, valid, labels)
+                base_acc.setdefault(name, new(ungated=True)).update(scores, m, masks, valid, labels)
         if keep and "source" in batch:
             for i in range(len(scores)):
                 key = tile_key(batch["source"][i], batch["y"][i], batch["x"][i])

@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kerasxai.metrics import METRIC_LABELS, rank_models, upsample_bilinear
+from kerasxai.metrics import METRIC_LABELS, UNGATED_KEYS, rank_models, upsample_bilinear
 from kerasxai.runs import atomic_write_bytes, atomic_write_text
 
 __all__ = ["write_report", "metrics_rows", "ranking_rows", "baseline_rows", "THESIS_METRICS", "MAP_METRICS"]
@@ -303,12 +303,12 @@ def write_report(
     srows = sweep_rows(evaluations)
     mcols = ["model"] + TABLE_METRICS
     rcols = ["model"] + MAP_METRICS + ["average_rank", "average_rank_all"]
-    bcols = ["model", "method"] + MAP_METRICS
+    bcols = ["model", "method"] + MAP_METRICS + [f"{k}_ungated" for k in UNGATED_KEYS]
     scols = ["model", "fusion", "discard_ratio"] + MAP_METRICS
     tables = {
         "metrics": (mrows, mcols, ["Model"] + _labels(TABLE_METRICS)),
         "ranking": (rrows, rcols, ["Model"] + _labels(MAP_METRICS) + ["Average rank", "Average rank (all 9)"]),
-        "baselines": (brows, bcols, ["Model", "Map"] + _labels(MAP_METRICS)),
+        "baselines": (brows, bcols, ["Model", "Map"] + _labels(bcols[2:])),
     }
     for name, (rows, cols, heads) in tables.items():
         put(f"{name}.csv", _csv(rows, cols, name == "ranking"))
@@ -341,6 +341,7 @@ def write_report(
         "the upsampled, min-max normalized map is >= the pixel threshold on 0..255. Pointing game: defective "
         "tiles whose map peak lies in the mask (ties share the hit). PxAP / pixel AUROC: threshold-free, "
         "histogram with 0.25-wide bins on 0..255. Relevance mass: share of the normalized map inside the mask. "
+        "'Ungated' columns score every tile's map as if its score passed the gate: the map apart from the classifier. "
         "Ranks are computed within the CNN and transformer groups, as in thesis tables 3.5 / 3.7."
     )
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",

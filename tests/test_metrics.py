@@ -72,6 +72,20 @@ def test_gated_off_defective_tile_is_a_miss():
     assert run([0.5], [mask.astype(float)], [mask], score_threshold=None)["pxap"] == pytest.approx(1.0)
 
 
+def test_ungated_columns_score_gated_off_maps_as_if_they_passed():
+    rng = np.random.default_rng(3)
+    masks = np.stack([square_mask(), square_mask(4, 7, 1, 3), np.zeros((S, S), np.uint8)])
+    maps = rng.random((3, S, S)) + masks  # informative but noisy maps
+    scores = [0.2, 0.9, 0.1]  # two of three tiles gated off
+    gated = run(scores, maps, masks, ungated=True)
+    free = run(scores, maps, masks, score_threshold=None)
+    for k in ("pooled_f1", "pointing_game", "pxap", "pixel_auroc", "relevance_mass"):
+        assert gated[f"{k}_ungated"] == pytest.approx(free[k]), k
+    assert gated["pxap"] == pytest.approx(run(scores, maps, masks)["pxap"])  # the gated part is unchanged
+    assert gated["pointing_game"] < gated["pointing_game_ungated"]
+    assert "pxap_ungated" not in run(scores, maps, masks)  # opt-in
+
+
 @pytest.mark.parametrize("peak, hit", [((2, 3), 1.0), ((6, 6), 0.0), ((1, 2), 0.0)])
 def test_pointing_game_peak_inside_or_outside(peak, hit):
     heat = np.zeros((S, S))

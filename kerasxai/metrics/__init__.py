@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasxai.metrics.protocol import PreparedMaps, ProtocolMetrics, prepare_maps, upsample_bilinear
+from kerasxai.metrics.protocol import PreparedMaps, ProtocolMetrics, prepare_maps, upsample_bilinear, without_gate
 from kerasxai.metrics.ranking import rank_models
 from kerasxai.metrics.threshold_free import ThresholdFreeMetrics
 
@@ -24,6 +24,8 @@ __all__ = [
     "rank_models",
     "upsample_bilinear",
     "METRIC_LABELS",
+    "UNGATED_KEYS",
+    "without_gate",
 ]
 
 # Column names for tables: key -> human label (pooled = one confusion matrix over all pixels).
@@ -44,6 +46,9 @@ METRIC_LABELS = {
     "macro_accuracy": "Pixel accuracy (per tile)",
     "macro_recall": "Recall (per tile)",
 }
+# Keys also reported without the score gate (``LocalizationMetrics(ungated=True)``), as "<key>_ungated".
+UNGATED_KEYS = ("pooled_f1", "pointing_game", "pxap", "pixel_auroc", "relevance_mass")
+METRIC_LABELS.update({f"{k}_ungated": f"{METRIC_LABELS[k]}, ungated" for k in UNGATED_KEYS})
 
 
 class LocalizationMetrics:
@@ -53,6 +58,9 @@ class LocalizationMetrics:
         score_threshold: a tile's map counts only when its score is above this (None: all).
         pixel_threshold: predicted defect where the 0..255 normalized map is >= this.
         bins_per_level: histogram resolution of PxAP / AUROC (bins per 0..255 level).
+        ungated: also score every map as if its tile passed the score gate (keys
+            ``UNGATED_KEYS`` + "_ungated"): the map's own quality, apart from the classifier
+            that gates it (a weak classifier gates every map off and all gated metrics read 0).
 
     Example:
         >>> m = LocalizationMetrics()
@@ -61,15 +69,21 @@ class LocalizationMetrics:
         >>> m.result()  # {"pooled_f1": ..., "macro_f1": ..., "pxap": ..., ...}
     """
 
-    def __init__(self, score_threshold: float | None = 0.5, pixel_threshold: float = 127, bins_per_level: int = 4):
+    def __init__(self, score_threshold: float | None = 0.5, pixel_threshold: float = 127, bins_per_level: int = 4,
+                 ungated: bool = False):
         self.score_threshold = score_threshold
         self.protocol = ProtocolMetrics(score_threshold, pixel_threshold)
         self.threshold_free = ThresholdFreeMetrics(score_threshold, bins_per_level)
+        self.ungated = None
+        if ungated:
+            self.ungated = (ProtocolMetrics(None, pixel_threshold), ThresholdFreeMetrics(None, bins_per_level))
         self.reset()
 
     def reset(self) -> None:
         self.protocol.reset()
         self.threshold_free.reset()
+        for acc in self.ungated or ():
+            acc.reset()
         self.correct = 0
         self.labelled = 0
 
@@ -77,6 +91,10 @@ class LocalizationMetrics:
         p = prepare_maps(scores, heatmaps, masks, valid, self.score_threshold)
         self.protocol.update_prepared(p)
         self.threshold_free.update_prepared(p)
+        if self.ungated:
+            free = without_gate(p)
+            for acc in self.ungated:
+                acc.update_prepared(free)
         if labels is not None:
             labels = np.asarray(labels).reshape(-1) > 0.5
             pred = np.asarray(scores, np.float64).reshape(-1) > (0.5 if self.score_threshold is None else self.score_threshold)
@@ -86,5 +104,8 @@ class LocalizationMetrics:
     def result(self) -> dict:
         out = self.protocol.result()
         out.update(self.threshold_free.result())
+        if self.ungated:
+            free = {**self.ungated[0].result(), **self.ungated[1].result()}
+            out.update({f"{k}_ungated": free[k] for k in UNGATED_KEYS})
         out["classification_accuracy"] = self.correct / self.labelled if self.labelled else float("nan")
         return out

@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["PreparedMaps", "ProtocolMetrics", "prepare_maps", "upsample_bilinear"]
+__all__ = ["PreparedMaps", "ProtocolMetrics", "prepare_maps", "upsample_bilinear", "without_gate"]
 
 
 @lru_cache(maxsize=32)
@@ -68,6 +68,7 @@ class PreparedMaps:
     """Per-tile normalized maps and flags shared by every accumulator."""
 
     maps: np.ndarray  # (B, S, S) float32 in [0, 1]: min-max over valid pixels, 0 where gated/constant
+    ungated: np.ndarray  # (B, S, S) the same maps before the score gate (0 only where constant)
     raw: np.ndarray  # (B, S, S) float32 upsampled, not normalized (peaks and ties)
     gate: np.ndarray  # (B,) bool: score above threshold (the map counts)
     constant: np.ndarray  # (B,) bool: max == min over valid pixels
@@ -105,9 +106,14 @@ def prepare_maps(scores, heatmaps, masks, valid=None, score_threshold: float | N
     safe = np.where(constant, 1.0, span).astype(np.float32)
     maps = (raw - lo[:, None, None].astype(np.float32)) / safe[:, None, None]
     gate = np.ones(B, bool) if score_threshold is None else scores > score_threshold
-    keep = (gate & ~constant)[:, None, None] & valid
-    maps = np.where(keep, np.clip(maps, 0.0, 1.0), np.float32(0.0))
-    return PreparedMaps(maps, raw, gate, constant, masks.astype(bool) & valid, valid)
+    ungated = np.where((~constant)[:, None, None] & valid, np.clip(maps, 0.0, 1.0), np.float32(0.0))
+    maps = np.where(gate[:, None, None], ungated, np.float32(0.0))
+    return PreparedMaps(maps, ungated, raw, gate, constant, masks.astype(bool) & valid, valid)
+
+
+def without_gate(p: PreparedMaps) -> PreparedMaps:
+    """The same batch as if every tile's score passed the gate (no second upsampling)."""
+    return PreparedMaps(p.ungated, p.ungated, p.raw, np.ones_like(p.gate), p.constant, p.masks, p.valid)
 
 
 def _safe_div(num, den):
