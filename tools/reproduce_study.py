@@ -199,7 +199,7 @@ def run_search(args, out: Path, state: dict, model: str, stem: str) -> None:
     summary = json.loads((run / "summary.json").read_text())
     state["steps"][f"tune:{model}"] = {
         "seconds": round(time.time() - t0, 1), "config": str(cfg_file.relative_to(REPO)), "cfg_name": cfg.name,
-        "run": str(run), "learning_rate": float(best["learning_rate"]), "batch_size": int(best["batch_size"]),
+        "run": _rel(run), "learning_rate": float(best["learning_rate"]), "batch_size": int(best["batch_size"]),
         "val_loss": summary.get("val_loss"), "val_accuracy": summary.get("val_accuracy"),
         "test_loss": summary.get("test_loss"), "test_accuracy": summary.get("test_accuracy"),
         "seconds_per_epoch": summary.get("seconds_per_epoch"), "epochs": summary.get("epochs"),
@@ -215,7 +215,7 @@ def run_evaluation(args, out: Path, state: dict) -> None:
            *BUDGETS[args.budget]["eval"]]
     t0 = time.time()
     run_logged(cmd, out / "logs" / "evaluate.log", "evaluate")
-    state["steps"]["evaluate"] = {"seconds": round(time.time() - t0, 1), "report": str(report)}
+    state["steps"]["evaluate"] = {"seconds": round(time.time() - t0, 1), "report": _rel(report)}
 
 
 # ------------------------------------------------------------------------------ RESULTS.md
@@ -236,7 +236,10 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def _rel(path: str | Path) -> str:
-    p = Path(path).resolve()
+    """A path as the state file and RESULTS.md keep it: relative to the repository when inside it
+    (the committed study folder stays valid in any clone; steps run with the repository as cwd)."""
+    p = Path(path)
+    p = (p if p.is_absolute() else REPO / p).resolve()
     try:
         return str(p.relative_to(REPO))
     except ValueError:
