@@ -192,7 +192,7 @@ def evaluate_model(
             ratios = sorted(set(ratios) | {ratio})
         for f in fusions:
             for r in ratios:
-                sweep_acc[(f, r)] = new()
+                sweep_acc[(f, r)] = new(ungated=(r == ratio))  # the table rows (model's ratio) also ungated
     base_acc: dict[str, LocalizationMetrics] = {}
     grad_rollout = GradRolloutExplainer(em) if (transformer and eval_cfg.baselines) else None
     grad_cam = GradCAMExplainer(em) if (not transformer and eval_cfg.baselines) else None

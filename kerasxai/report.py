@@ -301,12 +301,13 @@ def write_report(
     rrows = ranking_rows(mrows)
     brows = baseline_rows(evaluations)
     srows = sweep_rows(evaluations)
-    mcols = ["model"] + TABLE_METRICS
+    ungated = [f"{k}_ungated" for k in UNGATED_KEYS]
+    mcols = ["model"] + TABLE_METRICS + ungated
     rcols = ["model"] + MAP_METRICS + ["average_rank", "average_rank_all"]
-    bcols = ["model", "method"] + MAP_METRICS + [f"{k}_ungated" for k in UNGATED_KEYS]
+    bcols = ["model", "method"] + MAP_METRICS + ungated
     scols = ["model", "fusion", "discard_ratio"] + MAP_METRICS
     tables = {
-        "metrics": (mrows, mcols, ["Model"] + _labels(TABLE_METRICS)),
+        "metrics": (mrows, mcols, ["Model"] + _labels(mcols[1:])),
         "ranking": (rrows, rcols, ["Model"] + _labels(MAP_METRICS) + ["Average rank", "Average rank (all 9)"]),
         "baselines": (brows, bcols, ["Model", "Map"] + _labels(bcols[2:])),
     }

@@ -250,22 +250,31 @@ def _row_model(label: str) -> str:
     return label.split(" (")[0]
 
 
+def _verdict(wins: int, total: int) -> str:
+    return "holds" if wins == total else ("holds in part" if wins else "does not hold")
+
+
 def discussion(metrics: dict[str, dict], state: dict) -> list[str]:
-    """Point-by-point check of the study's conclusions, stated from the numbers only."""
+    """Point-by-point check of the study's conclusions, stated from the numbers only: once with
+    the thesis protocol (score-gated) and once on the ungated maps (the map apart from the
+    classifier; PxAP_ungated is the map's threshold-free quality)."""
     pts = []
+    ug = lambda m, k: m.get(f"{k}_ungated")  # noqa: E731
     # 1. Downscaled CNNs localize more precisely.
     pairs = [(m, f"{m}_d") for m in ("mobilenetv3_large", "efficientnetv2_s") if m in metrics and f"{m}_d" in metrics]
     if pairs:
-        wins, parts = 0, []
+        wins = wins_u = 0
+        parts = []
         for full, down in pairs:
             a, b = metrics[full], metrics[down]
             better = [k for k in THESIS_COLS if (b.get(k) or 0) > (a.get(k) or 0)]
             wins += b["pooled_precision"] > a["pooled_precision"]
+            wins_u += (ug(b, "pxap") or 0) > (ug(a, "pxap") or 0)
             parts.append(f"{down} vs {full}: precision {_f(b['pooled_precision'])} vs {_f(a['pooled_precision'])}, "
-                         f"pointing game {_f(b['pointing_game'])} vs {_f(a['pointing_game'])}, PxAP {_f(b.get('pxap'))} vs "
-                         f"{_f(a.get('pxap'))}; the downscaled model is higher on {len(better)} of 6 thesis metrics")
-        verdict = "holds" if wins == len(pairs) else ("holds in part" if wins else "does not hold")
-        pts.append(f"**Downscaled CNNs localize more precisely** — {verdict} here ({'; '.join(parts)}).")
+                         f"higher on {len(better)} of 6 thesis metrics; ungated PxAP {_f(ug(b, 'pxap'))} vs "
+                         f"{_f(ug(a, 'pxap'))}, ungated pointing game {_f(ug(b, 'pointing_game'))} vs {_f(ug(a, 'pointing_game'))}")
+        pts.append(f"**Downscaled CNNs localize more precisely** — thesis protocol: {_verdict(wins, len(pairs))}; "
+                   f"ungated maps: {_verdict(wins_u, len(pairs))} ({'; '.join(parts)}).")
     # 2. Max fusion gives the best F1 for ViTs.
     fusion_rows = {}
     for label, m in metrics.items():
@@ -273,13 +282,16 @@ def discussion(metrics: dict[str, dict], state: dict) -> list[str]:
             if label.endswith(f"_f{f}"):
                 fusion_rows.setdefault(label[: -len(f) - 2], {})[f] = m
     if fusion_rows:
-        parts, wins = [], 0
+        parts, wins, wins_u = [], 0, 0
         for model, by in fusion_rows.items():
             best = max(by, key=lambda f: by[f].get("pooled_f1") or 0)
+            best_u = max(by, key=lambda f: ug(by[f], "pooled_f1") or 0)
             wins += best == "max"
-            parts.append(f"{model}: best F1 with {best} fusion (" + ", ".join(f"{f} {_f(by[f].get('pooled_f1'))}" for f in by) + ")")
-        verdict = "holds" if wins == len(fusion_rows) else ("holds in part" if wins else "does not hold")
-        pts.append(f"**Max fusion gives the best F1 for transformers** — {verdict} ({'; '.join(parts)}).")
+            wins_u += best_u == "max"
+            parts.append(f"{model}: best F1 with {best} fusion (" + ", ".join(f"{f} {_f(by[f].get('pooled_f1'))}" for f in by)
+                         + f"), ungated with {best_u} (" + ", ".join(f"{f} {_f(ug(by[f], 'pooled_f1'))}" for f in by) + ")")
+        pts.append(f"**Max fusion gives the best F1 for transformers** — thesis protocol: {_verdict(wins, len(fusion_rows))}; "
+                   f"ungated maps: {_verdict(wins_u, len(fusion_rows))} ({'; '.join(parts)}).")
     # 3. CNN CAM beats ViT rollout.
     cnn = {k: v for k, v in metrics.items() if _row_model(k) in CNNS}
     vit = {k: v for k, v in metrics.items() if k not in cnn}
@@ -288,9 +300,13 @@ def discussion(metrics: dict[str, dict], state: dict) -> list[str]:
         bv = max(vit, key=lambda k: vit[k].get("pooled_f1") or 0)
         better = [k for k in THESIS_COLS if (cnn[bc].get(k) or 0) > (vit[bv].get(k) or 0)]
         verdict = "holds" if len(better) >= 4 else ("mixed" if len(better) >= 2 else "does not hold")
-        pts.append(f"**CNN CAM beats ViT rollout** — {verdict}: the best CNN by F1 ({bc}, F1 {_f(cnn[bc].get('pooled_f1'))}, "
-                   f"PxAP {_f(cnn[bc].get('pxap'))}) is above the best transformer ({bv}, F1 {_f(vit[bv].get('pooled_f1'))}, "
-                   f"PxAP {_f(vit[bv].get('pxap'))}) on {len(better)} of the 6 thesis metrics.")
+        uc = max(cnn, key=lambda k: ug(cnn[k], "pxap") or 0)
+        uv = max(vit, key=lambda k: ug(vit[k], "pxap") or 0)
+        verdict_u = "holds" if (ug(cnn[uc], "pxap") or 0) > (ug(vit[uv], "pxap") or 0) else "does not hold"
+        pts.append(f"**CNN CAM beats ViT rollout** — thesis protocol: {verdict}: the best CNN by F1 ({bc}, F1 "
+                   f"{_f(cnn[bc].get('pooled_f1'))}) is above the best transformer ({bv}, F1 {_f(vit[bv].get('pooled_f1'))}) "
+                   f"on {len(better)} of the 6 thesis metrics; ungated maps: {verdict_u}: best ungated PxAP {uc} "
+                   f"{_f(ug(cnn[uc], 'pxap'))} vs {uv} {_f(ug(vit[uv], 'pxap'))}.")
     # 4. What the threshold-free metrics add.
     if metrics:
         by_f1 = sorted(metrics, key=lambda k: -(metrics[k].get("pooled_f1") or 0))
@@ -298,7 +314,7 @@ def discussion(metrics: dict[str, dict], state: dict) -> list[str]:
         same = by_f1[0] == by_ap[0]
         pts.append(
             "**Threshold-free metrics** — PxAP and pixel AUROC score the map at every threshold, so they do not depend "
-            "on the fixed 127/255 cut or on the score gate. Here the top model by PxAP is "
+            "on the fixed 127/255 cut. Here the top model by PxAP is "
             f"{by_ap[0]} ({_f(metrics[by_ap[0]].get('pxap'))}) and by pooled F1 {by_f1[0]} "
             f"({_f(metrics[by_f1[0]].get('pooled_f1'))}): the two rankings "
             + ("agree at the top." if same else "disagree at the top: the fixed cut decides part of the thesis-style ranking.")
@@ -323,9 +339,10 @@ def ungated_discussion(base: list[dict]) -> list[str]:
     if not parts:
         return []
     verdict = "all" if wins == len(parts) else f"{wins} of {len(parts)}"
+    tail = ("where it does, the map carries localization signal that the score gate hides" if wins
+            else "at this budget no map carries localization signal beyond the defect pixel share")
     return [f"**Ungated, do the maps know where the defects are?** — the single-pass map beats the uniform map's PxAP "
-            f"(the defect pixel share) for {verdict} models ({'; '.join(parts)}): a map can point at defects even "
-            "where the classifier's score gate turns it off."]
+            f"(the defect pixel share) for {verdict} models ({'; '.join(parts)}): {tail}."]
 
 
 def render_results(args, out: Path, state: dict) -> str:
@@ -384,6 +401,12 @@ def render_results(args, out: Path, state: dict) -> str:
         t = THESIS_MAPS.get(label)
         rows.append([label] + [m.get(c) for c in cols] + [f"{t[0]:.4f} / {t[5]:.4f}" if t else "-"])
     L += [_table(heads, rows), ""]
+    keys = ["pooled_f1", "pointing_game", "pxap", "pixel_auroc", "relevance_mass"]
+    L += ["The same maps without the score gate (every tile's map scored as if its score had passed 0.5): the "
+          "map's own quality, apart from the classifier that gates it.", "",
+          _table(["Model", "F1, ungated", "Pointing game, ungated", "PxAP, ungated", "Pixel AUROC, ungated",
+                  "Relevance mass, ungated"], [[label] + [m.get(f"{k}_ungated") for k in keys] for label, m in metrics.items()]),
+          ""]
 
     L += ["## Ranking (cf. table 3.5)", "", "Ranks inside the CNN and transformer groups over the six thesis metrics "
           "(lower is better), and over all nine map metrics.", ""]
