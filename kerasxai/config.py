@@ -55,6 +55,7 @@ class ModelConfig:
     fusion: str = "max"  # transformers: head fusion mean | max | min
     discard_ratio: float = 0.9  # transformers: share of smallest attention entries dropped
     fast_depthwise: str = "auto"  # CNNs: auto (on for JAX on CPU) | on | off
+    host_parallel: str = "auto"  # inference batches split over the CPU cores: auto (JAX on CPU) | on | off
     dropout: float = 0.0  # dropout before the score head
 
 

@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     model, eval_batches(ds, e.batch_size).as_numpy_iterator(), eval_cfg=e,
                     model_name=cfg.model.name, label=label, run=str(run_dir), overlay_keys=overlay_keys,
                     progress=not args.no_progress, total_batches=math.ceil(n / e.batch_size),
+                    host_parallel=cfg.model.host_parallel,
                 )
             )
     except (RunError, DataError, ConfigError, ValueError) as exc:

@@ -157,6 +157,7 @@ def evaluate_model(
     overlay_keys: Iterable[tuple] = (),
     progress: bool = True,
     total_batches: int | None = None,
+    host_parallel: str = "auto",
 ) -> ModelEvaluation:
     """Score ``model``'s maps (and the sweep and baselines ``eval_cfg`` asks for) on ``batches``.
 
@@ -166,8 +167,11 @@ def evaluate_model(
         eval_cfg: ``cfg.eval`` (score/pixel thresholds, fusions, discard ratios, baselines).
         model_name: the kerasxai model name (decides CNN vs transformer).
         overlay_keys: (source, y, x) keys of tiles to keep for the overlay figure.
+        host_parallel: split each forward pass over the CPU cores under JAX ("auto" | "on" |
+            "off", ``cfg.model.host_parallel``); the numbers are the same.
     """
     from kerasxai.models import explain_model, is_transformer
+    from kerasxai.models.host_parallel import HostParallelPredictor, resolve
 
     transformer = is_transformer(model_name)
     def new(ungated: bool = False) -> LocalizationMetrics:
@@ -181,6 +185,7 @@ def evaluate_model(
         {"score": model.output["score"], "heatmap": model.output["heatmap"], extra_name: em.output[extra_name]},
         name="evaluate_view",
     )
+    forward = HostParallelPredictor(combo, resolve(host_parallel))
     fusion = ratio = None
     sweep_acc: dict[tuple, LocalizationMetrics] = {}
     fusions, ratios = list(eval_cfg.fusions), sorted({float(r) for r in eval_cfg.discard_ratios})
@@ -214,7 +219,7 @@ def evaluate_model(
         full = full or n
         if n < full:  # pad a short last batch: every compiled function keeps its shape
             images = np.concatenate([images, np.zeros((full - n, *images.shape[1:]), images.dtype)])
-        out = combo.predict_on_batch(images)
+        out = forward.predict_on_batch(images)
         scores = _np(out["score"]).reshape(-1)[:n]
         heat = _np(out["heatmap"])[:n]
         main.update(scores, heat, masks, valid, labels)

@@ -231,6 +231,8 @@ class Localizer:
         score_threshold: tiles at or below it are "good" (``cfg.eval.score_threshold``).
         pixel_threshold: on the 0..255 normalized map (``cfg.eval.pixel_threshold``).
         batch_size: tiles per forward pass; every pass has exactly this many (zero padding).
+        host_parallel: "auto" | "on" | "off": split each pass over the CPU cores under JAX
+            (:mod:`kerasxai.models.host_parallel`; ``cfg.model.host_parallel``).
 
     Example:
         >>> loc = Localizer(model, tile_size=224, overlap=2)
@@ -239,10 +241,13 @@ class Localizer:
     """
 
     def __init__(self, model, *, tile_size: int, overlap: int = 2, score_threshold: float = 0.5,
-                 pixel_threshold: int = 127, batch_size: int = 32):
+                 pixel_threshold: int = 127, batch_size: int = 32, host_parallel: str = "auto"):
+        from kerasxai.models.host_parallel import HostParallelPredictor, resolve
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
+        self.predictor = HostParallelPredictor(model, resolve(host_parallel))
         self.grid = TileGrid(int(tile_size), int(overlap))
         self.score_threshold = float(score_threshold)
         self.pixel_threshold = int(pixel_threshold)
@@ -259,7 +264,7 @@ class Localizer:
         return cls(model, tile_size=cfg.data.tile.size, overlap=cfg.data.tile.overlap,
                    score_threshold=cfg.eval.score_threshold if score_threshold is None else score_threshold,
                    pixel_threshold=cfg.eval.pixel_threshold if pixel_threshold is None else pixel_threshold,
-                   batch_size=batch_size or cfg.eval.batch_size)
+                   batch_size=batch_size or cfg.eval.batch_size, host_parallel=cfg.model.host_parallel)
 
     def reset_timings(self) -> None:
         self.timings = {k: 0.0 for k in TIMING_KEYS}
@@ -271,7 +276,7 @@ class Localizer:
             pad = np.zeros((self.batch_size - n,) + tiles.shape[1:], tiles.dtype)
             tiles = np.concatenate([tiles, pad])
         t0 = time.perf_counter()
-        out = self.model.predict_on_batch(tiles.astype(np.float32))
+        out = self.predictor.predict_on_batch(tiles.astype(np.float32))
         score = np.asarray(out["score"], np.float32).reshape(-1)[:n]
         heat = np.asarray(out["heatmap"], np.float32)[:n]
         self.timings["model"] += time.perf_counter() - t0

@@ -173,13 +173,14 @@ def _build_variants(name, size):
 def task_models(args):
     import keras
 
-    from kerasxai.models import fast_depthwise, is_transformer
+    from kerasxai.models import fast_depthwise, host_parallel, is_transformer
 
     peak = matmul_peak()
     result = {"matmul_peak_gflops": peak["gflops"], "matmul_peak_gflops_per_cpu_s": peak["gflops_per_cpu_s"], "models": {}}
     for name in args.models:
         t0 = time.perf_counter()
         heat, score, extra = _build_variants(name, args.size)
+        parallel = host_parallel.HostParallelPredictor(heat)
         rec = {
             "build_s": round(time.perf_counter() - t0, 1),
             "params": int(heat.count_params()),
@@ -187,6 +188,7 @@ def task_models(args):
             "heatmap_shape": list(heat.output["heatmap"].shape[1:]),
             "transformer": is_transformer(name),
             "fast_depthwise_layers": sum(isinstance(l, fast_depthwise.FastDepthwiseConv2D) for l in _all_layers(heat)),
+            "host_parallel_parts": parallel.parts,
             "batches": {},
         }
         rec["gflops"] = xla_gflops(heat, (1, args.size, args.size, 3))
@@ -195,6 +197,8 @@ def task_models(args):
             x = _tiles(batch, args.size)
             fns = {"score_only": lambda: score.predict_on_batch(x), "score_heatmap": lambda: heat.predict_on_batch(x)}
             fns.update({k: (lambda m=m: m.predict_on_batch(x)) for k, m in extra.items()})
+            if parallel.parts > 1 and batch >= parallel.parts:  # what predict / evaluate run (model.host_parallel=auto)
+                fns["score_heatmap_host_parallel"] = lambda: parallel.predict_on_batch(x)
             compile_s = {}
             for k, fn in fns.items():
                 t0 = time.perf_counter()
@@ -208,7 +212,8 @@ def task_models(args):
             print(f"[{keras.backend.backend()}] {name} b={batch}: "
                   + ", ".join(f"{k} {v['tiles_per_s']:.1f}/s" for k, v in cell.items()), file=sys.stderr, flush=True)
         result["models"][name] = rec
-        del heat, score, extra
+        parallel.close()
+        del heat, score, extra, parallel
         keras.backend.clear_session()
     return result
 
