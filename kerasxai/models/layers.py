@@ -57,7 +57,9 @@ class CAMHead(keras.layers.Layer):
         logit = ops.matmul(pooled, self.kernel) + self.bias
         out = {"score": ops.sigmoid(logit), "logit": logit}
         if self.heatmap:
-            out["heatmap"] = ops.squeeze(ops.matmul(features, self.kernel), axis=-1)
+            # a weighted channel sum rather than a (B*h*w, C) x (C, 1) dot: XLA fuses it with
+            # the producer of the features and the pooling (one pass over them, like score-only)
+            out["heatmap"] = ops.sum(features * ops.reshape(self.kernel, (1, 1, 1, -1)), axis=-1)
         return out
 
     def compute_output_spec(self, features):
