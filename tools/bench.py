@@ -234,7 +234,7 @@ def markdown(results, cmd):
               "| model | batch | score-only | score+heatmap | overhead" + (" CPU | overhead wall |" if cpu else " |"),
               "|---|---|---|---|---|" + ("---|" if cpu else "")]
     for model in jax_.get("models", {}):
-        for b in (b_small, b_big):
+        for b in sorted({b_small, b_big}):
             s, h = _cell(jax_, model, b, "score_only"), _cell(jax_, model, b, "score_heatmap")
             if not (s and h):
                 continue
