@@ -44,10 +44,11 @@ MODELS = [
     ("deit_tiny_distilled_patch16_224", "deit_tiny_distilled"),
 ]
 CNNS = {m for m, _ in MODELS[:4]}
-# Relative cost of one training step (forward+backward GFLOPs at 224, rounded): weights the ETA.
-COST = {"mobilenetv3_large": 0.22, "mobilenetv3_large_d": 0.2, "efficientnetv2_s": 2.9,
-        "efficientnetv2_s_d": 2.2, "vit_tiny_patch16_224": 1.3, "deit_tiny_patch16_224": 1.3,
-        "deit_tiny_distilled_patch16_224": 1.3}
+# Relative wall time of one search at the small budget, measured on the 2-core machine
+# (python tools/reproduce_study.py --dataset deeppcb --budget small, 2026-11-28): weights the ETA.
+COST = {"mobilenetv3_large": 1.0, "mobilenetv3_large_d": 0.91, "efficientnetv2_s": 4.28,
+        "efficientnetv2_s_d": 2.4, "vit_tiny_patch16_224": 0.76, "deit_tiny_patch16_224": 0.79,
+        "deit_tiny_distilled_patch16_224": 1.41}
 
 # Budgets: config overrides for every search. "small" fits a 2-core CPU (a subset of tiles
 # per epoch, two trials); "full" is the study's 10 trials x 20 epochs (meant for a GPU).
@@ -250,6 +251,15 @@ def _row_model(label: str) -> str:
     return label.split(" (")[0]
 
 
+def _model_of(label: str) -> str:
+    """The model name of a table row ("vit_tiny_patch16_224_fmax (model)" -> "vit_tiny_patch16_224")."""
+    label = _row_model(label)
+    for f in ("min", "mean", "max"):
+        if label.endswith(f"_f{f}") and label not in CNNS:
+            return label[: -len(f) - 2]
+    return label
+
+
 def _verdict(wins: int, total: int) -> str:
     return "holds" if wins == total else ("holds in part" if wins else "does not hold")
 
@@ -282,16 +292,25 @@ def discussion(metrics: dict[str, dict], state: dict) -> list[str]:
             if label.endswith(f"_f{f}"):
                 fusion_rows.setdefault(label[: -len(f) - 2], {})[f] = m
     if fusion_rows:
-        parts, wins, wins_u = [], 0, 0
+        parts, wins, wins_u, decided, decided_u = [], 0, 0, 0, 0
+
+        def best_of(by, key):  # None when every fusion ties (e.g. all maps gated off: F1 0)
+            values = {f: key(by[f]) or 0 for f in by}
+            top = max(values, key=values.get)
+            return None if len(set(values.values())) == 1 else top
+
         for model, by in fusion_rows.items():
-            best = max(by, key=lambda f: by[f].get("pooled_f1") or 0)
-            best_u = max(by, key=lambda f: ug(by[f], "pooled_f1") or 0)
-            wins += best == "max"
-            wins_u += best_u == "max"
-            parts.append(f"{model}: best F1 with {best} fusion (" + ", ".join(f"{f} {_f(by[f].get('pooled_f1'))}" for f in by)
-                         + f"), ungated with {best_u} (" + ", ".join(f"{f} {_f(ug(by[f], 'pooled_f1'))}" for f in by) + ")")
-        pts.append(f"**Max fusion gives the best F1 for transformers** — thesis protocol: {_verdict(wins, len(fusion_rows))}; "
-                   f"ungated maps: {_verdict(wins_u, len(fusion_rows))} ({'; '.join(parts)}).")
+            best = best_of(by, lambda m: m.get("pooled_f1"))
+            best_u = best_of(by, lambda m: ug(m, "pooled_f1"))
+            decided, decided_u = decided + (best is not None), decided_u + (best_u is not None)
+            wins, wins_u = wins + (best == "max"), wins_u + (best_u == "max")
+            parts.append(f"{model}: " + (f"best F1 with {best} fusion" if best else "F1 tied across fusions") + " ("
+                         + ", ".join(f"{f} {_f(by[f].get('pooled_f1'))}" for f in by) + "), ungated "
+                         + (f"best with {best_u}" if best_u else "tied") + " ("
+                         + ", ".join(f"{f} {_f(ug(by[f], 'pooled_f1'))}" for f in by) + ")")
+        gated = _verdict(wins, decided) + (f" for the {decided} of {len(fusion_rows)} models with a winner" if decided < len(fusion_rows) else "")
+        pts.append(f"**Max fusion gives the best F1 for transformers** — thesis protocol: {gated if decided else 'no winner'}; "
+                   f"ungated maps: {_verdict(wins_u, decided_u) if decided_u else 'no winner'} ({'; '.join(parts)}).")
     # 3. CNN CAM beats ViT rollout.
     cnn = {k: v for k, v in metrics.items() if _row_model(k) in CNNS}
     vit = {k: v for k, v in metrics.items() if k not in cnn}
@@ -440,10 +459,16 @@ def render_results(args, out: Path, state: dict) -> str:
 
     L += ["## Discussion", ""]
     L += [f"{i}. {p}" for i, p in enumerate(discussion(metrics, state) + ungated_discussion(base), 1)]
+    models = {_model_of(k) for k in metrics}
+    # every map gated off (or nearly): no predicted pixel and no pointing hit under the thesis protocol
+    off = sorted({_model_of(k) for k, m in metrics.items()
+                  if not m.get("pooled_precision") and not m.get("pooled_recall") and not m.get("pointing_game")})
     L += ["", "Caveat, measured rather than assumed: these models start from random weights and see a few hundred "
           "tiles per epoch for a few epochs (budget above), so their maps are those of weak classifiers; the study's "
-          "models were ImageNet-pretrained and trained for 20 epochs. Rerun with `--budget full weights=imagenet` on a "
-          "GPU to compare like with like.", ""]
+          "models were ImageNet-pretrained and trained for 20 epochs. "
+          + (f"Here {len(off)} of {len(models)} models ({', '.join(off)}) scored every evaluated tile at or below the 0.5 gate, so "
+             "the thesis-protocol columns are zero for them and only the ungated columns compare their maps. " if off else "")
+          + "Rerun with `--budget full weights=imagenet` on a GPU to compare like with like.", ""]
     return "\n".join(L)
 
 
