@@ -2,7 +2,7 @@
 
     python tools/reproduce_study.py --dataset deeppcb --budget small
     python tools/reproduce_study.py --dataset deeppcb --budget small --report-only   # re-evaluate + re-render
-    python tools/reproduce_study.py --dataset deeppcb --budget full weights=imagenet  # GPU-sized
+    python tools/reproduce_study.py --dataset deeppcb --budget full --weights imagenet  # GPU-sized
 
 For each of the seven models: a KerasTuner search (`python -m kerasxai.tune`), the best
 trial's run as the trained model (each trial is a full training run, as the thesis picks
@@ -468,7 +468,7 @@ def render_results(args, out: Path, state: dict) -> str:
           "models were ImageNet-pretrained and trained for 20 epochs. "
           + (f"Here {len(off)} of {len(models)} models ({', '.join(off)}) scored every evaluated tile at or below the 0.5 gate, so "
              "the thesis-protocol columns are zero for them and only the ungated columns compare their maps. " if off else "")
-          + "Rerun with `--budget full weights=imagenet` on a GPU to compare like with like.", ""]
+          + "Rerun with `--budget full --weights imagenet` on a GPU to compare like with like.", ""]
     return "\n".join(L)
 
 
