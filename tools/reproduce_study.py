@@ -33,6 +33,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from kerasxai.metrics import UNGATED_KEYS  # noqa: E402  (light: NumPy and SciPy only)
+from kerasxai.runs import atomic_write_json, atomic_write_text  # noqa: E402
+
 # (model name, config stem); CNNs first: the distilled DeiT needs a teacher.
 MODELS = [
     ("mobilenetv3_large", "mobilenet"),
@@ -100,9 +103,7 @@ def load_state(out: Path) -> dict:
 
 
 def save_state(out: Path, state: dict) -> None:
-    tmp = out / "state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, out / "state.json")
+    atomic_write_json(out / "state.json", state)
 
 
 def eta_seconds(state: dict, remaining: list[str]) -> float | None:
@@ -288,9 +289,9 @@ def discussion(metrics: dict[str, dict], state: dict) -> list[str]:
     # 2. Max fusion gives the best F1 for ViTs.
     fusion_rows = {}
     for label, m in metrics.items():
-        for f in ("min", "mean", "max"):
-            if label.endswith(f"_f{f}"):
-                fusion_rows.setdefault(label[: -len(f) - 2], {})[f] = m
+        model = _model_of(label)
+        if model != label:  # a transformer row: <model>_f<fusion>
+            fusion_rows.setdefault(model, {})[label[len(model) + 2:]] = m
     if fusion_rows:
         parts, wins, wins_u, decided, decided_u = [], 0, 0, 0, 0
 
@@ -420,7 +421,7 @@ def render_results(args, out: Path, state: dict) -> str:
         t = THESIS_MAPS.get(label)
         rows.append([label] + [m.get(c) for c in cols] + [f"{t[0]:.4f} / {t[5]:.4f}" if t else "-"])
     L += [_table(heads, rows), ""]
-    keys = ["pooled_f1", "pointing_game", "pxap", "pixel_auroc", "relevance_mass"]
+    keys = UNGATED_KEYS
     L += ["The same maps without the score gate (every tile's map scored as if its score had passed 0.5): the "
           "map's own quality, apart from the classifier that gates it.", "",
           _table(["Model", "F1, ungated", "Pointing game, ungated", "PxAP, ungated", "Pixel AUROC, ungated",
@@ -442,7 +443,7 @@ def render_results(args, out: Path, state: dict) -> str:
               "transformers, and two maps that know nothing (uniform, centre Gaussian). The *ungated* columns score "
               "every tile's map as if its score had passed the gate: the map's own quality, apart from the classifier "
               "(with a weak classifier the gate turns most maps off and the gated columns read near 0).", ""]
-        keys = ["pooled_f1", "pointing_game", "pxap", "pixel_auroc", "relevance_mass"]
+        keys = list(UNGATED_KEYS)
         rows = [[b["model"], b["method"]] + [b.get(k) for k in keys] + [b.get(f"{k}_ungated") for k in keys] for b in base]
         L += [_table(["Model", "Map", "F1", "Pointing game", "PxAP", "Pixel AUROC", "Relevance mass", "F1, ungated",
                       "Pointing, ungated", "PxAP, ungated", "AUROC, ungated", "Mass, ungated"], rows), ""]
@@ -475,9 +476,7 @@ def render_results(args, out: Path, state: dict) -> str:
 def write_results(args, out: Path, state: dict) -> Path:
     text = render_results(args, out, state)
     path = REPO / "RESULTS.md" if args.results is None else Path(args.results)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     return path
 
 

@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import keras
 import numpy as np
 
+from kerasxai.models.fast_depthwise import jax_on_cpu
+
 __all__ = ["HostParallelPredictor", "MODES", "resolve"]
 
 MODES = ("auto", "on", "off")
@@ -39,11 +41,7 @@ def resolve(mode: str = "auto") -> int:
     """Parts a batch is split into for ``mode`` ("auto" | "on" | "off"): 1 means no split."""
     if mode not in MODES:
         raise ValueError(f"model.host_parallel={mode!r}: use one of {', '.join(MODES)}.")
-    if mode == "off" or keras.backend.backend() != "jax":
-        return 1
-    import jax
-
-    if mode == "auto" and jax.default_backend() != "cpu":
+    if mode == "off" or keras.backend.backend() != "jax" or (mode == "auto" and not jax_on_cpu()):
         return 1
     return max(1, _cores())
 
