@@ -141,21 +141,3 @@ def test_discard_orders_any_float_exactly():
             idx = np.argsort(want, kind="stable")[:k]
             want[idx[idx != 0]] = 0.0
             np.testing.assert_array_equal(got[i].reshape(-1), want)
-
-
-@pytest.mark.parametrize("chunk", [7, 1200])  # packed 3-threshold passes; plain bisection past 1023
-def test_kth_smallest_search_is_exact_over_the_whole_int32_range(chunk):
-    from kerasxai.models.rollout import _kth_smallest
-
-    rng = np.random.default_rng(6)
-    lo, hi = -(2**31), 2**31 - 1
-    keys = rng.integers(lo, hi, size=(5, 3, chunk), endpoint=True, dtype=np.int64)
-    keys[0, 0, :2] = [lo, hi]  # the extremes
-    keys[1] = rng.integers(-3, 3, size=(3, chunk))  # heavy ties
-    keys[2] = hi  # all equal to the top
-    keys = keys.astype(np.int32)
-    n = 3 * chunk
-    for k in (1, 2, n // 2, n - 1, n):
-        got = np.asarray(_kth_smallest(keys, np.full((5, 1), k, np.int32), lo, hi)).reshape(-1)
-        want = np.sort(keys.reshape(5, -1), axis=1)[:, k - 1]
-        np.testing.assert_array_equal(got, want, err_msg=f"k={k}")
