@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -114,6 +115,16 @@ def _ratio(cell, base, cpu):
     return cell.get(f"cpu_ratio_to_{base}") if cpu else cell[f"ratio_to_{base}"]
 
 
+def _split_ratio(jax_, model, batch, cpu=False):
+    """score+heatmap / score-only throughput, both split over the cores: median of per-round ratios."""
+    h = _cell(jax_, model, batch, "score_heatmap_host_parallel")
+    s = _cell(jax_, model, batch, "score_only_host_parallel")
+    key = "cpu_seconds_per_batch" if cpu else "seconds_per_batch"
+    if not (h and s and key in h and key in s):
+        return None
+    return statistics.median(a / b for a, b in zip(s[key], h[key]))
+
+
 def _jax_served(jax_, model, batch):
     """The JAX figure `predict` / `evaluate` deliver: the host-parallel run when measured, else one execution."""
     return _cell(jax_, model, batch, "score_heatmap_host_parallel") or _cell(jax_, model, batch, "score_heatmap")
@@ -149,6 +160,10 @@ def targets(results, batch, cores):
             d0 = _cell(jax_, model, batch, "score_heatmap_discard0")
             note += f"; score-only uses fused attention; with discard_ratio 0: {_f(_ratio(d0, 'score_only', cpu), 2)}"
         add(f"{model}: score+heatmap / score-only (JAX, batch {batch})", want, _ratio(c, "score_only", cpu), note)
+        split = _split_ratio(jax_, model, batch)
+        if split is not None:
+            add(f"{model}: score+heatmap / score-only, both split over the cores (JAX, batch {batch})", want, split,
+                "wall clock; model.host_parallel=auto, what predict / evaluate run")
     for model in JAX_VS_TF_MODELS:
         a, b = _jax_served(jax_, model, batch), _cell(tf_, model, batch, "score_heatmap")
         one = _cell(jax_, model, batch, "score_heatmap")
@@ -252,9 +267,12 @@ def markdown(results, cmd):
                     row += f" {_f((1 / d0['ratio_to_score_only'] - 1) * 100)} % |"
                 lines.append(row)
             hp = _cell(jax_, model, b, "score_heatmap_host_parallel")
-            if hp:  # wall-clock gain only: the split uses more cores, not fewer CPU-seconds
-                lines.append(f"| {model}, batch split over the cores | {b} | | {_f(_tps(hp, cpu))} ({_f(hp['tiles_per_s'])}) | "
-                             f"{_f(hp['tiles_per_s'] / s['tiles_per_s'], 2)}x score-only, wall |" + (" |" if cpu else ""))
+            sp = _cell(jax_, model, b, "score_only_host_parallel")
+            if hp:  # what predict / evaluate run (model.host_parallel=auto)
+                overs = [_split_ratio(jax_, model, b, c) for c in ((True, False) if cpu else (False,))]
+                lines.append(f"| {model}, both split over the cores | {b} | {_f(_tps(sp, cpu))} ({_f(sp and sp['tiles_per_s'])}) | "
+                             f"{_f(_tps(hp, cpu))} ({_f(hp['tiles_per_s'])}) | "
+                             + " | ".join(f"{_f(o and (1 / o - 1) * 100)} %" for o in overs) + " |")
     lines += ["", f"JAX vs TensorFlow backend, score+heatmap ({unit}; wall-clock in brackets; separate processes, "
               "one after the other):", "",
               "| model | batch | JAX, one execution | JAX, batch split over the cores | TF | JAX / TF (wall, split) "

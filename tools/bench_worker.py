@@ -181,6 +181,7 @@ def task_models(args):
         t0 = time.perf_counter()
         heat, score, extra = _build_variants(name, args.size)
         parallel = host_parallel.HostParallelPredictor(heat)
+        parallel_score = host_parallel.HostParallelPredictor(score)
         rec = {
             "build_s": round(time.perf_counter() - t0, 1),
             "params": int(heat.count_params()),
@@ -199,6 +200,7 @@ def task_models(args):
             fns.update({k: (lambda m=m: m.predict_on_batch(x)) for k, m in extra.items()})
             if parallel.parts > 1 and batch >= parallel.parts:  # what predict / evaluate run (model.host_parallel=auto)
                 fns["score_heatmap_host_parallel"] = lambda: parallel.predict_on_batch(x)
+                fns["score_only_host_parallel"] = lambda: parallel_score.predict_on_batch(x)
             compile_s = {}
             for k, fn in fns.items():
                 t0 = time.perf_counter()
@@ -213,7 +215,8 @@ def task_models(args):
                   + ", ".join(f"{k} {v['tiles_per_s']:.1f}/s" for k, v in cell.items()), file=sys.stderr, flush=True)
         result["models"][name] = rec
         parallel.close()
-        del heat, score, extra, parallel
+        parallel_score.close()
+        del heat, score, extra, parallel, parallel_score
         keras.backend.clear_session()
     return result
 
