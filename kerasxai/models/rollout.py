@@ -35,11 +35,22 @@ def discard_smallest(fused, discard_ratio):
     entries below the k-th smallest value, plus the first entries equal to it until k are
     taken. The k-th smallest comes from `order_stats.kth_smallest` (counting, no sort).
     """
+    if _discard_count(fused, discard_ratio) <= 0:
+        return fused
+    return _apply_discard(fused, *_discard_cut(fused, discard_ratio))
+
+
+def _discard_count(fused, discard_ratio):
+    t = fused.shape[-1]
+    return int(math.floor(t * t * float(discard_ratio)))
+
+
+def _discard_cut(fused, discard_ratio):
+    """(..., T, T) -> per matrix, the k-th smallest key and the index of the last tie to drop ((..., 1) each)."""
     t = fused.shape[-1]
     n = t * t
-    k = int(math.floor(n * float(discard_ratio)))
-    if k <= 0:
-        return fused
+    k = _discard_count(fused, discard_ratio)
+    lead = ops.shape(fused)[:-2]
     keys = ops.reshape(order_keys(fused), (-1, n))
     kth, below, at_most = kth_smallest(keys, k, guess=sample_range(keys))
     need = k - below  # (R, 1), >= 1: how many of the entries equal to the k-th to drop
@@ -50,12 +61,20 @@ def discard_smallest(fused, discard_ratio):
         lambda: ops.full(ops.shape(need), n, "int32"),
         lambda: nth_true_index(ops.equal(keys, kth), need),
     )
-    index = ops.arange(n, dtype="int32")[None, :]
+    return ops.reshape(kth, (*lead, 1)), ops.reshape(last_tie, (*lead, 1))
+
+
+def _apply_discard(fused, kth, last_tie):
+    """Zero the entries below the cut and the ties up to ``last_tie``, never [CLS, CLS]."""
+    t = fused.shape[-1]
+    keys = order_keys(fused)
+    kth, last_tie = kth[..., None], last_tie[..., None]  # (..., 1, 1)
+    index = ops.reshape(ops.arange(t * t, dtype="int32"), (t, t))
     drop = ops.logical_or(
         ops.less(keys, kth), ops.logical_and(ops.equal(keys, kth), ops.less_equal(index, last_tie))
     )
-    drop = ops.logical_and(drop, ops.not_equal(index, 0))  # never drop [CLS, CLS]
-    return ops.where(ops.reshape(drop, (-1, t, t)), ops.zeros_like(fused), fused)
+    drop = ops.logical_and(drop, ops.not_equal(index, 0))
+    return ops.where(drop, ops.zeros_like(fused), fused)
 
 
 def layer_matrix(attention, fusion, discard_ratio):
@@ -103,13 +122,15 @@ def rollout(attentions, fusion="mean", discard_ratio=0.0, num_prefix_tokens=1, g
     gh, gw = int(grid_size[0]), int(grid_size[1])
     if gh * gw != n_patches:
         raise ValueError(f"grid {gh}x{gw} does not match {n_patches} patch tokens")
-    # Per image, its blocks' fused matrices (B, L, T, T). The discard runs image by image
-    # (ops.map): one image's ~2 MB of keys stay in cache over the counting passes, where the
-    # whole batch's 60 MB (batch 32 at 224) went to memory and back at every pass (~1.6x slower).
+    # Per image, its blocks' fused matrices (B, L, T, T). The discard's search runs image by
+    # image (ops.map): one image's ~2 MB of keys stay in cache over the counting passes, where
+    # the whole batch's 60 MB (batch 32 at 224) went to memory and back at every pass (~1.6x
+    # slower); the cut is then applied to the whole batch in one elementwise pass.
     depth = len(attentions)
     fused = ops.stack([fuse_heads(ops.cast(a, "float32"), fusion) for a in attentions], axis=1)
-    if int(math.floor(t * t * float(discard_ratio))) > 0:
-        fused = ops.map(lambda image: discard_smallest(image, discard_ratio), fused)
+    if _discard_count(fused, discard_ratio) > 0:
+        cut = ops.map(lambda image: _discard_cut(image, discard_ratio), fused)  # (B, L, 1) x 2
+        fused = _apply_discard(fused, *cut)
     # A_l = D_l^-1 (F_l + I) with D_l = diag(row sums of F_l + I); only the CLS row of the
     # product is needed: row A_l = v F_l + v with v = row D_l^-1, so A_l is never written out.
     sums = ops.sum(fused, axis=-1) + 1.0  # (B, L, T)
