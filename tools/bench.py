@@ -158,7 +158,7 @@ def targets(results, batch, cores):
         note = wall(_ratio(c, "score_only", False))
         if rec.get("transformer"):
             d0 = _cell(jax_, model, batch, "score_heatmap_discard0")
-            note += f"; score-only uses fused attention; with discard_ratio 0: {_f(_ratio(d0, 'score_only', cpu), 2)}"
+            note += f"; score-only: attention without probabilities out (explicit on JAX CPU); with discard_ratio 0: {_f(_ratio(d0, 'score_only', cpu), 2)}"
         add(f"{model}: score+heatmap / score-only (JAX, batch {batch})", want, _ratio(c, "score_only", cpu), note)
         split = _split_ratio(jax_, model, batch)
         if split is not None:

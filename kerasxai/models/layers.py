@@ -12,6 +12,7 @@ import math
 import keras
 from keras import ops
 
+from kerasxai.models.fast_depthwise import jax_on_cpu
 from kerasxai.models.rollout import FUSIONS, rollout
 
 register = keras.saving.register_keras_serializable(package="kerasxai")
@@ -194,8 +195,10 @@ class SelfAttention(keras.layers.Layer):
     Args:
         num_heads: attention heads.
         return_attention: return (output, probabilities) where probabilities are the
-            post-softmax, pre-dropout attention (B, heads, T, T). False uses the fused
-            `keras.ops.dot_product_attention` and returns the output only (same weights).
+            post-softmax, pre-dropout attention (B, heads, T, T). False returns the output
+            only (same weights), from the fused `keras.ops.dot_product_attention` except
+            for JAX on the CPU, where that ran 1.6x slower than the explicit softmax(QK^T)V
+            (28.6 vs 18.4 ms for ViT-Tiny at batch 32: its grouped-query dot layout).
 
     Example:
         y, probs = SelfAttention(3, name="block_0_attn")(x)
@@ -224,7 +227,7 @@ class SelfAttention(keras.layers.Layer):
         qkv = ops.reshape(qkv, (-1, t, 3, self.num_heads, head_dim))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, heads, head_dim)
         scale = 1.0 / math.sqrt(head_dim)
-        if not self.return_attention:
+        if not self.return_attention and not jax_on_cpu():
             out = ops.dot_product_attention(q, k, v, scale=scale)
             out = ops.reshape(out, (-1, t, dim))
             return ops.matmul(out, self.proj_kernel) + self.proj_bias
@@ -234,7 +237,8 @@ class SelfAttention(keras.layers.Layer):
         probs = ops.softmax(ops.matmul(q, k) * scale, axis=-1)  # (B, heads, T, T)
         out = ops.matmul(probs, v)  # (B, heads, T, head_dim)
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, t, dim))
-        return ops.matmul(out, self.proj_kernel) + self.proj_bias, probs
+        out = ops.matmul(out, self.proj_kernel) + self.proj_bias
+        return (out, probs) if self.return_attention else out
 
     def compute_output_spec(self, x):
         out = keras.KerasTensor(x.shape, dtype=self.compute_dtype)

@@ -45,8 +45,8 @@ def build_model(
         input_shape: (H, W, 3); transformers need sides that are multiples of 16.
         weights: None (random), "imagenet" (CNNs; Keras' cached download, see
             kerasxai.models.weights), or a path to a `.weights.h5` saved from the same model.
-        heatmap: False builds the score-only variant (same weights layout; transformers use
-            the fused `keras.ops.dot_product_attention`).
+        heatmap: False builds the score-only variant (same weights layout; transformers skip
+            the attention probabilities' outputs, see `layers.SelfAttention`).
         training_outputs: also output "logit" (B,1), and for the distilled DeiT "cls_logit"
             and "distill_logit" (B,1) (train on labels / teacher hard labels).
         **head: fusion ("mean"|"max"|"min", default "max") and discard_ratio (default 0.9) for

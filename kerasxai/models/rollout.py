@@ -122,22 +122,22 @@ def rollout(attentions, fusion="mean", discard_ratio=0.0, num_prefix_tokens=1, g
     gh, gw = int(grid_size[0]), int(grid_size[1])
     if gh * gw != n_patches:
         raise ValueError(f"grid {gh}x{gw} does not match {n_patches} patch tokens")
-    # Per image, its blocks' fused matrices (B, L, T, T). The discard's search runs image by
-    # image (ops.map): one image's ~2 MB of keys stay in cache over the counting passes, where
-    # the whole batch's 60 MB (batch 32 at 224) went to memory and back at every pass (~1.6x
-    # slower); the cut is then applied to the whole batch in one elementwise pass.
+    # The discard's search runs image by image (ops.map over the blocks' fused matrices): one
+    # image's ~2 MB of keys stay in cache over the counting passes, where the whole batch's
+    # 60 MB (batch 32 at 224) went to memory and back at every pass (~1.6x slower); each block's
+    # cut is then applied to the whole batch in one elementwise pass.
     depth = len(attentions)
-    fused = ops.stack([fuse_heads(ops.cast(a, "float32"), fusion) for a in attentions], axis=1)
-    if _discard_count(fused, discard_ratio) > 0:
-        cut = ops.map(lambda image: _discard_cut(image, discard_ratio), fused)  # (B, L, 1) x 2
-        fused = _apply_discard(fused, *cut)
+    fused = [fuse_heads(ops.cast(a, "float32"), fusion) for a in attentions]  # L x (B, T, T)
+    if _discard_count(fused[0], discard_ratio) > 0:
+        kth, last_tie = ops.map(lambda blocks: _discard_cut(ops.stack(blocks), discard_ratio), fused)  # (B, L, 1)
+        fused = [_apply_discard(f, kth[:, i], last_tie[:, i]) for i, f in enumerate(fused)]
     # A_l = D_l^-1 (F_l + I) with D_l = diag(row sums of F_l + I); only the CLS row of the
     # product is needed: row A_l = v F_l + v with v = row D_l^-1, so A_l is never written out.
-    sums = ops.sum(fused, axis=-1) + 1.0  # (B, L, T)
-    cls = ops.one_hot(ops.zeros((1,), "int32"), t, dtype=fused.dtype)  # e_0, (1, T)
-    row = (fused[:, depth - 1, 0, :] + cls) / sums[:, depth - 1, 0:1]  # e_0^T A_L
+    sums = [ops.sum(f, axis=-1) + 1.0 for f in fused]  # L x (B, T)
+    cls = ops.one_hot(ops.zeros((1,), "int32"), t, dtype=fused[0].dtype)  # e_0, (1, T)
+    row = (fused[-1][:, 0, :] + cls) / sums[-1][:, 0:1]  # e_0^T A_L
     for i in range(depth - 2, -1, -1):  # row <- row A_l for l = L-1 .. 1
-        v = row / sums[:, i, :]
-        row = ops.squeeze(ops.matmul(v[:, None, :], fused[:, i]), axis=1) + v
+        v = row / sums[i]
+        row = ops.squeeze(ops.matmul(v[:, None, :], fused[i]), axis=1) + v
     heat = row[:, int(num_prefix_tokens) :]
     return ops.reshape(heat, (-1, gh, gw))

@@ -42,7 +42,7 @@ def build_vit(
 ):
     """A transformer: raw pixels -> {"score" (B,1), "heatmap" (B,h,w) attention rollout}.
 
-    heatmap=False: score only, with the fused `keras.ops.dot_product_attention` (same weights).
+    heatmap=False: score only, no attention probabilities kept (same weights; see SelfAttention).
     training_outputs=True adds "logit" (B,1) (the pre-sigmoid score) and, for the distilled
     DeiT, "cls_logit" and "distill_logit" (B,1): the two heads to train on labels and on the
     teacher's hard labels. "score" is always sigmoid(logit), with logit the mean of the two
