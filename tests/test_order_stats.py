@@ -69,3 +69,21 @@ def test_order_keys_sort_like_floats():
     v = np.array([[-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 0.004, 1.0, np.inf]], np.float32)
     keys = np.asarray(order_keys(v)).reshape(-1)
     assert np.all(np.diff(keys.astype(np.int64)) > 0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nth_true_index_with_totals_matches_the_search(seed):
+    """The one-pass cases (first, last, middle of three) and the search give the same index."""
+    rng = np.random.default_rng(seed)
+    rows, n = 8, 50
+    mask = np.zeros((rows, n), bool)
+    for r in range(rows):
+        mask[r, rng.choice(n, size=rng.integers(1, 7), replace=False)] = True
+    total = mask.sum(1, keepdims=True).astype(np.int32)
+    count = np.array([[rng.integers(1, t + 1)] for t in total[:, 0]], np.int32)
+    want = np.array([np.flatnonzero(m)[c - 1] for m, c in zip(mask, count[:, 0])])
+    np.testing.assert_array_equal(np.asarray(nth_true_index(mask, count, total)).reshape(-1), want)
+    easy = (count == 1) | (count == total) | ((total == 3) & (count == 2))
+    count = np.where(easy, count, 1).astype(np.int32)  # every row one-pass
+    want = np.array([np.flatnonzero(m)[c - 1] for m, c in zip(mask, count[:, 0])])
+    np.testing.assert_array_equal(np.asarray(nth_true_index(mask, count, total)).reshape(-1), want)

@@ -141,3 +141,18 @@ def test_discard_orders_any_float_exactly():
             idx = np.argsort(want, kind="stable")[:k]
             want[idx[idx != 0]] = 0.0
             np.testing.assert_array_equal(got[i].reshape(-1), want)
+
+
+@pytest.mark.parametrize("levels", [3, 40, 2000])
+def test_discard_with_many_ties_matches_a_stable_sort(levels):
+    """Quantized values: ties at the k-th value of every size (2, 3, many) in one batch."""
+    rng = np.random.default_rng(levels)
+    fused = (rng.integers(0, levels, size=(6, 17, 17)) / levels).astype("float32")
+    for ratio in (0.3, 0.5, 0.9):
+        got = np.asarray(discard_smallest(fused, ratio))
+        k = int(np.floor(17 * 17 * ratio))
+        for i in range(6):
+            want = fused[i].reshape(-1).copy()
+            idx = np.argsort(want, kind="stable")[:k]
+            want[idx[idx != 0]] = 0.0
+            np.testing.assert_array_equal(got[i].reshape(-1), want)

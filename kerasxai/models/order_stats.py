@@ -150,14 +150,34 @@ def sample_range(keys):
     return ops.min(sample, axis=-1, keepdims=True), ops.max(sample, axis=-1, keepdims=True)
 
 
-def nth_true_index(mask, count):
+def nth_true_index(mask, count, total=None):
     """Per row, the index of the ``count``-th ((R, 1), >= 1) True entry of the bool ``mask`` (R, n).
 
-    The count-th smallest index among the True entries, by the same counting search over the
+    With ``total`` (the rows' numbers of True entries, (R, 1)) the common cases take one pass:
+    the first, the last, or the middle of three Trues (from the min, max and sum of their
+    indices; ties at the rollout's k-th value are mostly 2 or 3 equal entries). Otherwise the
+    count-th smallest index among the True entries, by the same counting search over the
     indices (False entries get index n, beyond the search): a cumsum would be the obvious
     tool, but XLA's CPU cumsum is a reduce-window, quadratic in the row length.
     """
     n = mask.shape[-1]
     index = ops.arange(n, dtype="int32")[None, :]
-    nth, _, _ = kth_smallest(ops.where(mask, index, n), count, 0, n)
-    return nth
+
+    def search():
+        nth, _, _ = kth_smallest(ops.where(mask, index, n), count, 0, n)
+        return nth
+
+    if total is None:
+        return search()
+
+    def few():
+        first = ops.min(ops.where(mask, index, n), axis=-1, keepdims=True)
+        last = ops.max(ops.where(mask, index, -1), axis=-1, keepdims=True)
+        middle = ops.sum(ops.where(mask, index, 0), axis=-1, keepdims=True) - first - last
+        return ops.where(ops.equal(count, 1), first, ops.where(ops.equal(count, total), last, middle))
+
+    easy = ops.logical_or(
+        ops.logical_or(ops.equal(count, 1), ops.equal(count, total)),
+        ops.logical_and(ops.equal(total, 3), ops.equal(count, 2)),
+    )
+    return ops.cond(ops.all(easy), few, search)

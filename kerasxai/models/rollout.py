@@ -53,13 +53,13 @@ def _discard_cut(fused, discard_ratio):
     lead = ops.shape(fused)[:-2]
     keys = ops.reshape(order_keys(fused), (-1, n))
     kth, below, at_most = kth_smallest(keys, k, guess=sample_range(keys))
-    need = k - below  # (R, 1), >= 1: how many of the entries equal to the k-th to drop
-    # Ties at the k-th value are rare in float attention: when every row drops all of its
-    # ties, skip the search for the index of the need-th one.
+    need, ties = k - below, at_most - below  # (R, 1): drop `need` >= 1 of the `ties` entries equal to the k-th
+    # When every row drops all of its ties, skip finding the index of the need-th one (ties
+    # at the k-th value do happen: in 6-14 of 32 ViT-Tiny images, mostly 2-3 equal entries).
     last_tie = ops.cond(
-        ops.all(ops.equal(need, at_most - below)),
+        ops.all(ops.equal(need, ties)),
         lambda: ops.full(ops.shape(need), n, "int32"),
-        lambda: nth_true_index(ops.equal(keys, kth), need),
+        lambda: nth_true_index(ops.equal(keys, kth), need, ties),
     )
     return ops.reshape(kth, (*lead, 1)), ops.reshape(last_tie, (*lead, 1))
 
