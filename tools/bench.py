@@ -223,7 +223,8 @@ def markdown(results, cmd):
         + ("`CPU`: process CPU seconds (all threads), which load from other jobs disturbs much less than wall "
            "time; `wall`: wall-clock. " if cpu else "")
         + "GFLOPs per tile: XLA HLO cost analysis of the JAX graph at batch 1 (multiply-add = 2 FLOPs); for the "
-        "transformers the map's extra FLOPs are mostly the comparisons XLA counts for the sort of the discard step. "
+        "transformers the map's extra FLOPs are mostly the discard's counting comparisons "
+        "(XLA counts a while loop's body once). "
         "Peak memory: process RSS sampled every 20 ms during the timed passes. "
         f"Matmul peak (f32 2048², same backend): JAX {_f(jax_.get('matmul_peak_gflops'))} GFLOPS wall"
         + (f" / {_f(jax_.get('matmul_peak_gflops_per_cpu_s'))} per CPU-s" if jax_.get("matmul_peak_gflops_per_cpu_s") else "")

@@ -58,7 +58,8 @@ def _counts_at_most(windows, thresholds, n):
         # Fields j and j + 3 sit 16 bits apart: one reduction sums both (each total < 2^16).
         counts = [None] * FIELDS
         for j in range(half):
-            pair = ops.sum(ops.bitwise_and(ops.right_shift(packed, FIELD_SHIFTS[j]), mask | (mask << 16)), axis=-1, keepdims=True)
+            pair = ops.bitwise_and(ops.right_shift(packed, FIELD_SHIFTS[j]), mask | (mask << 16))
+            pair = ops.sum(pair, axis=-1, keepdims=True)
             counts[j] = ops.bitwise_and(pair, 0xFFFF)
             counts[j + half] = ops.bitwise_and(ops.right_shift(pair, 16), 0xFFFF)
     else:
