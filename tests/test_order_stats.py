@@ -10,10 +10,11 @@ LO, HI = -(2**31), 2**31 - 1
 
 
 def check(keys, ks, guess=None, lo=LO, hi=HI):
+    """kth_smallest against np.sort for each k of ``ks`` (an int, or a (R, 1) array: one k a row)."""
     keys = np.asarray(keys, dtype=np.int32)
     for k in ks:
         kth, below, at_most = (np.asarray(v).reshape(-1) for v in kth_smallest(keys, k, lo, hi, guess=guess))
-        want = np.sort(keys, axis=1)[:, k - 1]
+        want = np.sort(keys, axis=1)[np.arange(len(keys)), np.broadcast_to(k, (len(keys), 1))[:, 0] - 1]
         np.testing.assert_array_equal(kth, want, err_msg=f"k={k}")
         np.testing.assert_array_equal(below, (keys < want[:, None]).sum(1), err_msg=f"k={k}")
         np.testing.assert_array_equal(at_most, (keys <= want[:, None]).sum(1), err_msg=f"k={k}")
@@ -33,12 +34,7 @@ def test_exact_over_the_whole_int32_range(n):
 def test_per_row_k_and_bounds():
     rng = np.random.default_rng(7)
     keys = rng.integers(0, 1000, size=(4, 300)).astype(np.int32)
-    k = np.array([[1], [17], [150], [300]], np.int32)
-    kth, below, at_most = (np.asarray(v).reshape(-1) for v in kth_smallest(keys, k, 0, 999))
-    want = np.sort(keys, axis=1)[np.arange(4), k[:, 0] - 1]
-    np.testing.assert_array_equal(kth, want)
-    np.testing.assert_array_equal(below, (keys < want[:, None]).sum(1))
-    np.testing.assert_array_equal(at_most, (keys <= want[:, None]).sum(1))
+    check(keys, [np.array([[1], [17], [150], [300]], np.int32)], lo=0, hi=999)
 
 
 def test_any_guess_is_safe():
@@ -80,10 +76,12 @@ def test_nth_true_index_with_totals_matches_the_search(seed):
     for r in range(rows):
         mask[r, rng.choice(n, size=rng.integers(1, 7), replace=False)] = True
     total = mask.sum(1, keepdims=True).astype(np.int32)
+
+    def check_counts(count):
+        want = np.array([np.flatnonzero(m)[c - 1] for m, c in zip(mask, count[:, 0])])
+        np.testing.assert_array_equal(np.asarray(nth_true_index(mask, count, total)).reshape(-1), want)
+
     count = np.array([[rng.integers(1, t + 1)] for t in total[:, 0]], np.int32)
-    want = np.array([np.flatnonzero(m)[c - 1] for m, c in zip(mask, count[:, 0])])
-    np.testing.assert_array_equal(np.asarray(nth_true_index(mask, count, total)).reshape(-1), want)
+    check_counts(count)
     easy = (count == 1) | (count == total) | ((total == 3) & (count == 2))
-    count = np.where(easy, count, 1).astype(np.int32)  # every row one-pass
-    want = np.array([np.flatnonzero(m)[c - 1] for m, c in zip(mask, count[:, 0])])
-    np.testing.assert_array_equal(np.asarray(nth_true_index(mask, count, total)).reshape(-1), want)
+    check_counts(np.where(easy, count, 1).astype(np.int32))  # every row one-pass

@@ -8,6 +8,14 @@ from kerasxai.models import rollout
 from kerasxai.models.rollout import discard_smallest, layer_matrix
 
 
+def reference_discard(matrix, k):
+    """The T x T ``matrix`` flattened, its k smallest (stable order) zeroed except [CLS, CLS]."""
+    flat = np.asarray(matrix).reshape(-1).copy()
+    smallest = np.argsort(flat, kind="stable")[:k]
+    flat[smallest[smallest != 0]] = 0.0
+    return flat
+
+
 def reference_rollout(attentions, fusion, discard_ratio, prefix, grid=None):
     """Straightforward NumPy rollout: full T x T products, one image at a time."""
     attentions = [np.asarray(a, dtype=np.float64) for a in attentions]
@@ -17,11 +25,7 @@ def reference_rollout(attentions, fusion, discard_ratio, prefix, grid=None):
         result = np.eye(t)
         for a in attentions:
             fused = {"mean": np.mean, "max": np.max, "min": np.min}[fusion](a[i], axis=0)
-            flat = fused.reshape(-1).copy()
-            k = int(np.floor(t * t * discard_ratio))
-            smallest = np.argsort(flat, kind="stable")[:k]
-            smallest = smallest[smallest != 0]  # keep [CLS, CLS]
-            flat[smallest] = 0.0
+            flat = reference_discard(fused, int(np.floor(t * t * discard_ratio)))
             m = flat.reshape(t, t) + np.eye(t)
             m = m / m.sum(axis=-1, keepdims=True)
             result = m @ result  # the last layer ends up on the left
@@ -137,10 +141,7 @@ def test_discard_orders_any_float_exactly():
         got = np.asarray(discard_smallest(fused, ratio))
         k = int(np.floor(81 * ratio))
         for i in range(3):
-            want = fused[i].reshape(-1).copy()
-            idx = np.argsort(want, kind="stable")[:k]
-            want[idx[idx != 0]] = 0.0
-            np.testing.assert_array_equal(got[i].reshape(-1), want)
+            np.testing.assert_array_equal(got[i].reshape(-1), reference_discard(fused[i], k))
 
 
 @pytest.mark.parametrize("levels", [3, 40, 2000])
@@ -152,7 +153,4 @@ def test_discard_with_many_ties_matches_a_stable_sort(levels):
         got = np.asarray(discard_smallest(fused, ratio))
         k = int(np.floor(17 * 17 * ratio))
         for i in range(6):
-            want = fused[i].reshape(-1).copy()
-            idx = np.argsort(want, kind="stable")[:k]
-            want[idx[idx != 0]] = 0.0
-            np.testing.assert_array_equal(got[i].reshape(-1), want)
+            np.testing.assert_array_equal(got[i].reshape(-1), reference_discard(fused[i], k))

@@ -421,7 +421,7 @@ def render_results(args, out: Path, state: dict) -> str:
         t = THESIS_MAPS.get(label)
         rows.append([label] + [m.get(c) for c in cols] + [f"{t[0]:.4f} / {t[5]:.4f}" if t else "-"])
     L += [_table(heads, rows), ""]
-    keys = UNGATED_KEYS
+    keys = list(UNGATED_KEYS)  # also the baselines table below
     L += ["The same maps without the score gate (every tile's map scored as if its score had passed 0.5): the "
           "map's own quality, apart from the classifier that gates it.", "",
           _table(["Model", "F1, ungated", "Pointing game, ungated", "PxAP, ungated", "Pixel AUROC, ungated",
@@ -443,7 +443,6 @@ def render_results(args, out: Path, state: dict) -> str:
               "transformers, and two maps that know nothing (uniform, centre Gaussian). The *ungated* columns score "
               "every tile's map as if its score had passed the gate: the map's own quality, apart from the classifier "
               "(with a weak classifier the gate turns most maps off and the gated columns read near 0).", ""]
-        keys = list(UNGATED_KEYS)
         rows = [[b["model"], b["method"]] + [b.get(k) for k in keys] + [b.get(f"{k}_ungated") for k in keys] for b in base]
         L += [_table(["Model", "Map", "F1", "Pointing game", "PxAP", "Pixel AUROC", "Relevance mass", "F1, ungated",
                       "Pointing, ungated", "PxAP, ungated", "AUROC, ungated", "Mass, ungated"], rows), ""]

@@ -38,11 +38,11 @@ def order_keys(values):
 
 def _windows(keys):
     """(R, n) -> (R, m, WINDOW), padded at the end with the largest int32."""
-    rows, n = keys.shape
+    n = keys.shape[-1]
     m = -(-n // WINDOW)
     if m * WINDOW != n:
         keys = ops.pad(keys, ((0, 0), (0, m * WINDOW - n)), constant_values=INT32_MAX)
-    return ops.reshape(keys, (-1 if rows is None else rows, m, WINDOW))
+    return ops.reshape(keys, (-1, m, WINDOW))
 
 
 def _counts_at_most(windows, thresholds, n):
