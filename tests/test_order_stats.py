@@ -20,13 +20,14 @@ def check(keys, ks, guess=None, lo=LO, hi=HI):
         np.testing.assert_array_equal(at_most, (keys <= want[:, None]).sum(1), err_msg=f"k={k}")
 
 
-@pytest.mark.parametrize("n", [7, 15, 16, 1200, 70000])  # one window, exact windows, padding, >2^16 (no pair sums)
+# all tail, exact windows, windows and a tail, pair sums past 2^15 (224: 38,809), past 2^16 (none)
+@pytest.mark.parametrize("n", [7, 15, 16, 1200, 1209, 38809, 70000])
 def test_exact_over_the_whole_int32_range(n):
     rng = np.random.default_rng(6)
     keys = rng.integers(LO, HI, size=(5, n), endpoint=True, dtype=np.int64)
     keys[0, :2] = [LO, HI]  # the extremes
     keys[1] = rng.integers(-3, 3, size=n)  # heavy ties
-    keys[2] = HI  # all equal to the top (ties with the padding)
+    keys[2] = HI  # all equal to the top
     keys[3] = LO
     check(keys, sorted({1, 2, max(1, n // 2), max(1, n - 1), n}))
 
