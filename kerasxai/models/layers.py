@@ -231,10 +231,12 @@ class SelfAttention(keras.layers.Layer):
             out = ops.dot_product_attention(q, k, v, scale=scale)
             out = ops.reshape(out, (-1, t, dim))
             return ops.matmul(out, self.proj_kernel) + self.proj_bias
-        q = ops.transpose(q, (0, 2, 1, 3))
+        # The scale goes on q (T x head_dim), as in timm, not on the T x T logits: XLA's CPU
+        # fusion of QK^T and the softmax took it there as a materialized T x T operand.
+        q = ops.transpose(q * scale, (0, 2, 1, 3))
         k = ops.transpose(k, (0, 2, 3, 1))
         v = ops.transpose(v, (0, 2, 1, 3))
-        probs = ops.softmax(ops.matmul(q, k) * scale, axis=-1)  # (B, heads, T, T)
+        probs = ops.softmax(ops.matmul(q, k), axis=-1)  # (B, heads, T, T)
         out = ops.matmul(probs, v)  # (B, heads, T, head_dim)
         out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, t, dim))
         out = ops.matmul(out, self.proj_kernel) + self.proj_bias
