@@ -42,3 +42,17 @@ def test_quick_bench_writes_expected_fields(tmp_path):
     assert any("predict" in n for n in names) and any("timm" in n for n in names)
     md = (out / "bench.md").read_text()
     assert "| mobilenetv3_large |" in md and "Targets" in md and ("met" in md or "missed" in md)
+
+
+def test_bench_rollout_times_each_fusion(tmp_path):
+    """tools/bench_rollout.py times the rollout with and without the discard, per fusion."""
+    out = tmp_path / "rollout.json"
+    cmd = [sys.executable, str(REPO / "tools" / "bench_rollout.py"), "--size", "64", "--batch", "2",
+           "--rounds", "1", "--fusions", "max,min", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["model"] and res["batch"] == 2 and set(res["fusions"]) == {"max", "min"}
+    for cell in res["fusions"].values():
+        assert cell["rollout"]["wall_ms"] > 0 and cell["rollout_discard_0"]["cpu_ms"] > 0
+    assert "| max |" in done.stdout and "| min |" in done.stdout

@@ -12,9 +12,9 @@ ran a pass in half the time of 15-entry ones with 8 fields). The interval starts
 strided sample's min and max: the k-th lies there unless the ratio is extreme, and a wrong
 guess costs passes, never correctness) and a `while_loop` runs until every row is down to one
 value: 8 passes for ViT-Tiny attention (trained or random init), against 16 for a static 4-way
-search over all 2^32 keys. A pass's thresholds and counts are (R, FIELDS) arrays, so the
-bookkeeping between passes is a handful of XLA ops: with one (R, 1) array a threshold it was
-~30 small ops a pass, whose launch costs on the CPU matched the counting itself.
+search over all 2^32 keys. A pass's thresholds and counts are (R, FIELDS) arrays: with one
+(R, 1) array a threshold, XLA ran ~38 separate ops a pass (now ~20), and the small ones' launch
+costs on the CPU added up to about as much as the counting itself.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ def order_keys(values):
 
 
 def _windows(keys):
-    """(R, n) -> ((R, m, WINDOW) whole windows, (R, n - m * WINDOW) tail): slices, not a padded copy.
+    """(R, n) -> ((R, m, WINDOW) whole windows, (R, n - m * WINDOW) tail).
 
-    Padding the rows to whole windows cost a copy of the keys (~0.2 ms an image at 224); the
-    slices fuse into the counting pass, and the tail (9 keys at 224) is counted on its own.
+    Slices instead of rows padded to whole windows: no padded copy of the keys for each search
+    (the ties' search included); the tail (9 keys a row at 224) is counted on its own.
     """
     m = keys.shape[-1] // WINDOW
     return ops.reshape(keys[:, : m * WINDOW], (ops.shape(keys)[0], m, WINDOW)), keys[:, m * WINDOW :]
