@@ -20,7 +20,8 @@ def check(keys, ks, guess=None, lo=LO, hi=HI):
         np.testing.assert_array_equal(at_most, (keys <= want[:, None]).sum(1), err_msg=f"k={k}")
 
 
-# all tail, exact windows, windows and a tail, pair sums past 2^15 (224: 38,809), past 2^16 (none)
+# 7, 15: all tail; 16, 1200: whole windows; 1209: windows and a tail; 38,809 (224 px): pair sums
+# past 2^15; 70,000: past 2^16, no pair sums
 @pytest.mark.parametrize("n", [7, 15, 16, 1200, 1209, 38809, 70000])
 def test_exact_over_the_whole_int32_range(n):
     rng = np.random.default_rng(6)
