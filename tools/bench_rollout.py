@@ -104,7 +104,6 @@ def main(argv=None):
     import jax
     import keras
 
-    import kerasxai  # noqa: F401  (malloc tuning, as in the library)
     from kerasxai.models import explain_model
     from kerasxai.models.rollout import rollout
 
@@ -112,8 +111,7 @@ def main(argv=None):
         raise SystemExit("bench_rollout times jax.jit: run with KERAS_BACKEND=jax")
     model, layer = model_and_rollout_layer(args)
     x = tiles(args.batch, model.input_shape[1], args.images)
-    attentions = [np.asarray(a) for a in explain_model(model).predict_on_batch(x)["attentions"]]
-    attentions = [jax.device_put(a) for a in attentions]
+    attentions = [jax.device_put(a) for a in explain_model(model).predict_on_batch(x)["attentions"]]
     prefix, grid = layer.num_prefix_tokens, layer.grid_size
     rows, record = [], {"model": model.name, "batch": args.batch, "discard_ratio": args.discard_ratio,
                         "images": args.images, "run": args.run, "rounds": args.rounds, "fusions": {}}

@@ -185,3 +185,34 @@ def nth_true_index(mask, count, total=None):
         ops.logical_and(ops.equal(total, 3), ops.equal(count, 2)),
     )
     return ops.cond(ops.all(easy), few, search)
+
+
+def last_equal_index(keys, value, count, total):
+    """Per row, an index bound b such that exactly the first ``count`` entries of ``keys`` equal
+    to ``value`` lie at indices <= b ((R, 1) int32 each; 1 <= count <= total, the rows' numbers
+    of such entries).
+
+    Rows that take all their equal entries (count == total) get b = n without a search. The
+    others (ties at the rollout's k-th value: a block or two of a few images) are searched one
+    row at a time with `nth_true_index`, so the work scales with those rows, not with all R.
+    """
+    n = keys.shape[-1]
+    rows = ops.arange(ops.shape(keys)[0], dtype="int32")[:, None]
+
+    def one_row(partial, bound):
+        r = ops.cast(ops.argmax(ops.cast(partial[:, 0], "int32")), "int32")  # the first row left
+
+        def row(v, width):
+            return ops.slice(v, (r, 0), (1, width))
+
+        index = nth_true_index(ops.equal(row(keys, n), row(value, 1)), row(count, 1), row(total, 1))
+        this = ops.equal(rows, r)
+        return ops.logical_and(partial, ops.logical_not(this)), ops.where(this, index, bound)
+
+    _, bound = ops.while_loop(
+        lambda partial, bound: ops.any(partial),
+        one_row,
+        (ops.less(count, total), ops.full(ops.shape(count), n, "int32")),
+    )
+    return bound
+

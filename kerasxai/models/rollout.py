@@ -12,7 +12,7 @@ import math
 
 from keras import ops
 
-from kerasxai.models.order_stats import kth_smallest, nth_true_index, order_keys, sample_range
+from kerasxai.models.order_stats import kth_smallest, last_equal_index, order_keys, sample_range
 
 FUSIONS = ("mean", "max", "min")
 
@@ -55,25 +55,8 @@ def _discard_cut(fused, discard_ratio):
     kth, below, at_most = kth_smallest(keys, k, guess=sample_range(keys))
     need, ties = k - below, at_most - below  # (R, 1): drop `need` >= 1 of the `ties` entries equal to the k-th
     # Ties at the k-th value do happen (in 6-14 of 32 ViT-Tiny images, mostly 2-3 equal entries
-    # in one or two of the 12 blocks): the index of the need-th tie is found row by row, only
-    # for the rows that keep some of their ties; the others drop them all (last_tie = n).
-    rows = ops.arange(ops.shape(keys)[0], dtype="int32")[:, None]
-
-    def last_tie_of_one_row(partial, last_tie):
-        r = ops.cast(ops.argmax(ops.cast(partial[:, 0], "int32")), "int32")  # the first row left
-
-        def row(v, width):
-            return ops.slice(v, (r, 0), (1, width))
-
-        index = nth_true_index(ops.equal(row(keys, n), row(kth, 1)), row(need, 1), row(ties, 1))
-        this = ops.equal(rows, r)
-        return ops.logical_and(partial, ops.logical_not(this)), ops.where(this, index, last_tie)
-
-    _, last_tie = ops.while_loop(
-        lambda partial, last_tie: ops.any(partial),
-        last_tie_of_one_row,
-        (ops.less(need, ties), ops.full(ops.shape(need), n, "int32")),
-    )
+    # in one or two of the 12 blocks); rows that drop all of theirs get last_tie = n.
+    last_tie = last_equal_index(keys, kth, need, ties)
     return ops.reshape(kth, (*lead, 1)), ops.reshape(last_tie, (*lead, 1))
 
 
