@@ -115,14 +115,32 @@ def _ratio(cell, base, cpu):
     return cell.get(f"cpu_ratio_to_{base}") if cpu else cell[f"ratio_to_{base}"]
 
 
+def _per_round(cell, base, cpu):
+    """Per-round throughput ratios cell / base (time(base) / time(cell), rounds interleaved), or None."""
+    key = "cpu_seconds_per_batch" if cpu else "seconds_per_batch"
+    if not (cell and base and key in cell and key in base):
+        return None
+    return [b / a for a, b in zip(cell[key], base[key])]
+
+
+def _spread(ratios):
+    """'; per-round quartiles a-b': how far one round's ratio strays (the noise a median hides)."""
+    if not ratios or len(ratios) < 2:
+        return ""
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return f"; per-round quartiles {q1:.2f}-{q3:.2f}"
+
+
+def _split_ratios(jax_, model, batch, cpu=False):
+    """score+heatmap / score-only throughput, both split over the cores, per round (or None)."""
+    return _per_round(_cell(jax_, model, batch, "score_heatmap_host_parallel"),
+                      _cell(jax_, model, batch, "score_only_host_parallel"), cpu)
+
+
 def _split_ratio(jax_, model, batch, cpu=False):
     """score+heatmap / score-only throughput, both split over the cores: median of per-round ratios."""
-    h = _cell(jax_, model, batch, "score_heatmap_host_parallel")
-    s = _cell(jax_, model, batch, "score_only_host_parallel")
-    key = "cpu_seconds_per_batch" if cpu else "seconds_per_batch"
-    if not (h and s and key in h and key in s):
-        return None
-    return statistics.median(a / b for a, b in zip(s[key], h[key]))
+    ratios = _split_ratios(jax_, model, batch, cpu)
+    return statistics.median(ratios) if ratios else None
 
 
 def _jax_served(jax_, model, batch):
@@ -159,11 +177,12 @@ def targets(results, batch, cores):
         if rec.get("transformer"):
             d0 = _cell(jax_, model, batch, "score_heatmap_discard0")
             note += f"; score-only: attention without probabilities out (explicit on JAX CPU); with discard_ratio 0: {_f(_ratio(d0, 'score_only', cpu), 2)}"
+        note += _spread(_per_round(c, _cell(jax_, model, batch, "score_only"), cpu))
         add(f"{model}: score+heatmap / score-only (JAX, batch {batch})", want, _ratio(c, "score_only", cpu), note)
-        split = _split_ratio(jax_, model, batch)
-        if split is not None:
-            add(f"{model}: score+heatmap / score-only, both split over the cores (JAX, batch {batch})", want, split,
-                "wall clock; model.host_parallel=auto, what predict / evaluate run")
+        split = _split_ratios(jax_, model, batch)
+        if split:
+            add(f"{model}: score+heatmap / score-only, both split over the cores (JAX, batch {batch})", want,
+                statistics.median(split), "wall clock; model.host_parallel=auto, what predict / evaluate run" + _spread(split))
     for model in JAX_VS_TF_MODELS:
         a, b = _jax_served(jax_, model, batch), _cell(tf_, model, batch, "score_heatmap")
         one = _cell(jax_, model, batch, "score_heatmap")
@@ -219,7 +238,7 @@ def markdown(results, cmd):
         "",
         f"Medians of {results['rounds']} timed rounds after warm-up (compile excluded); variants compared are "
         "interleaved in one process, order alternating. Overhead = time(score+heatmap) / time(score-only) - 1 "
-        "(median of per-round ratios). "
+        "(median of per-round ratios; the targets give these ratios' quartiles too). "
         + ("`CPU`: process CPU seconds (all threads), which load from other jobs disturbs much less than wall "
            "time; `wall`: wall-clock. " if cpu else "")
         + "GFLOPs per tile: XLA HLO cost analysis of the JAX graph at batch 1 (multiply-add = 2 FLOPs); for the "
