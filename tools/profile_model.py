@@ -7,10 +7,12 @@
 The model's inference function is compiled once, run a few times, then traced with
 `jax.profiler` for `--calls` calls. Each XLA operation the trace shows on XLA's worker threads is
 charged to the Keras scope that created it (the HLO `op_name` metadata: `block_3_attn/dot_general`,
-`rollout/while/...`; block numbers are folded into `block_*`), and the table lists the scopes by
-time per call. Times are the operations' own durations ("op time"): operations that split
-their work over both cores count once, at their wall duration, so op time is close to the wall
-time of a call, not to its CPU time. `--json` also writes the figures (temp file + rename).
+`rollout/while/...`; block numbers are folded into `block_*`; operations XLA made without a
+scope are grouped by kind), and the table lists the scopes by time per call. Times are the
+operations' own durations ("op time"): operations that split their work over both cores count
+once, at their wall duration, so op time is close to the wall time of a call, not to its CPU
+time. On a shared machine op times move by 10-20 % from run to run: compare scopes within one
+run. `--json` also writes the figures (temp file + rename).
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ def by_scope(ms: dict, count: dict, scopes: dict, depth: int) -> list[dict]:
         if name == POOL_WAIT:
             key = "(waiting for a parallel operation's other thread)"
         else:
-            key = "/".join(scopes.get(name, f"(no scope: {name})").split("/")[:depth])
+            # operations XLA made itself (no metadata) are grouped by kind: dot.61 -> dot
+            kind = re.sub(r"\.\d+$", "", name)
+            key = "/".join(scopes.get(name, f"(made by XLA: {kind})").split("/")[:depth])
         rows[key]["ms"] += t
         rows[key]["ops"] += count[name]
     return sorted(({"scope": k, **v} for k, v in rows.items()), key=lambda r: -r["ms"])
