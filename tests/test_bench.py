@@ -1,6 +1,7 @@
 """tools/bench.py --quick writes a complete bench.json and bench.md (smoke run at 64 px)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,34 +45,34 @@ def test_quick_bench_writes_expected_fields(tmp_path):
     assert "| mobilenetv3_large |" in md and "Targets" in md and ("met" in md or "missed" in md)
 
 
-def test_bench_rollout_times_each_fusion(tmp_path):
-    """tools/bench_rollout.py times the rollout with and without the discard, per fusion."""
-    out = tmp_path / "rollout.json"
-    cmd = [sys.executable, str(REPO / "tools" / "bench_rollout.py"), "--size", "64", "--batch", "2",
-           "--rounds", "1", "--fusions", "max,min", "--json", str(out)]
+def run_tool(script, args, out):
+    """Run tools/<script> with `args` and `--json out`; (its stdout, the JSON it wrote)."""
+    cmd = [sys.executable, str(REPO / "tools" / script), *args, "--json", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    res = json.loads(out.read_text())
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_bench_rollout_times_each_fusion(tmp_path):
+    """tools/bench_rollout.py times the rollout with and without the discard, per fusion."""
+    stdout, res = run_tool("bench_rollout.py", ["--size", "64", "--batch", "2", "--rounds", "1", "--fusions", "max,min"],
+                           tmp_path / "rollout.json")
     assert res["model"] and res["batch"] == 2 and set(res["fusions"]) == {"max", "min"}
     for cell in res["fusions"].values():
         assert cell["rollout"]["wall_ms"] > 0 and cell["rollout_discard_0"]["cpu_ms"] > 0
-    assert "| max |" in done.stdout and "| min |" in done.stdout
+    assert "| max |" in stdout and "| min |" in stdout
 
 
 def test_profile_model_charges_operations_to_layer_scopes(tmp_path):
     """tools/profile_model.py traces a compiled forward pass and sums operation time by Keras scope."""
-    out = tmp_path / "profile.json"
-    cmd = [sys.executable, str(REPO / "tools" / "profile_model.py"), "--size", "64", "--batch", "2",
-           "--calls", "1", "--depth", "1", "--json", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert done.returncode == 0, done.stderr[-3000:]
-    res = json.loads(out.read_text())
+    stdout, res = run_tool("profile_model.py", ["--size", "64", "--batch", "2", "--calls", "1", "--depth", "1"],
+                           tmp_path / "profile.json")
     scopes = {r["scope"]: r for r in res["scopes"]}
     assert res["op_ms"] > 0 and abs(sum(r["ms"] for r in res["scopes"]) - res["op_ms"]) < 1e-6
     # the map's own operations are charged to the rollout layer, the blocks' to block_*_... scopes
     assert scopes["rollout"]["ms"] > 0 and scopes["rollout"]["ops"] >= 1
     assert any(s.startswith("block_*_") for s in scopes) and not any(s.startswith("block_0") for s in scopes)
-    assert "| rollout |" in done.stdout
+    assert "| rollout |" in stdout
 
 
 def test_map_ratio_targets_show_the_per_round_spread():
@@ -93,3 +94,14 @@ def test_map_ratio_targets_show_the_per_round_spread():
     rows = [r for r in bench.targets(results, 32, 2) if "score-only" in r["target"]]
     assert len(rows) == 1 and rows[0]["value"] == 0.88 and rows[0]["met"] is False
     assert "per-round quartiles 0.82-0.94" in rows[0]["note"]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the native-kernel experiment compiles with g++")
+def test_native_discard_experiment_matches_the_keras_ops_rollout():
+    """tools/experiments/native_discard: the kernel's heatmaps equal the shipped rollout's, bit for bit."""
+    cmd = [sys.executable, str(REPO / "tools" / "experiments" / "native_discard" / "ab_in_model.py"),
+           "--size", "64", "--batch", "3", "--rounds", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "heatmaps bit-identical: True" in done.stdout
+    assert "| native kernel |" in done.stdout and "| keras.ops rollout |" in done.stdout

@@ -108,8 +108,21 @@ def rollout(attentions, fusion="mean", discard_ratio=0.0, num_prefix_tokens=1, g
     attentions = list(attentions)
     if not attentions:
         raise ValueError("rollout needs at least one attention tensor")
-    t = attentions[0].shape[-1]
-    n_patches = t - int(num_prefix_tokens)
+    grid = patch_grid(attentions[0].shape[-1], num_prefix_tokens, grid_size)
+    # The discard's search runs image by image (ops.map over the blocks' fused matrices): one
+    # image's ~2 MB of keys stay in cache over the counting passes, where the whole batch's
+    # 60 MB (batch 32 at 224) went to memory and back at every pass (~1.6x slower); each block's
+    # cut is then applied to the whole batch in one elementwise pass.
+    fused = [fuse_heads(ops.cast(a, "float32"), fusion) for a in attentions]  # L x (B, T, T)
+    if _discard_count(fused[0], discard_ratio) > 0:
+        kth, last_tie = ops.map(lambda blocks: _discard_cut(ops.stack(blocks), discard_ratio), fused)  # (B, L, 1)
+        fused = [_apply_discard(f, kth[:, i], last_tie[:, i]) for i, f in enumerate(fused)]
+    return cls_row_heatmap(fused, num_prefix_tokens, grid)
+
+
+def patch_grid(tokens, num_prefix_tokens=1, grid_size=None):
+    """(h, w) of the patch tokens among ``tokens``: ``grid_size`` checked, or the square."""
+    n_patches = tokens - int(num_prefix_tokens)
     if grid_size is None:
         side = int(round(math.sqrt(n_patches)))
         if side * side != n_patches:
@@ -118,22 +131,22 @@ def rollout(attentions, fusion="mean", discard_ratio=0.0, num_prefix_tokens=1, g
     gh, gw = int(grid_size[0]), int(grid_size[1])
     if gh * gw != n_patches:
         raise ValueError(f"grid {gh}x{gw} does not match {n_patches} patch tokens")
-    # The discard's search runs image by image (ops.map over the blocks' fused matrices): one
-    # image's ~2 MB of keys stay in cache over the counting passes, where the whole batch's
-    # 60 MB (batch 32 at 224) went to memory and back at every pass (~1.6x slower); each block's
-    # cut is then applied to the whole batch in one elementwise pass.
-    depth = len(attentions)
-    fused = [fuse_heads(ops.cast(a, "float32"), fusion) for a in attentions]  # L x (B, T, T)
-    if _discard_count(fused[0], discard_ratio) > 0:
-        kth, last_tie = ops.map(lambda blocks: _discard_cut(ops.stack(blocks), discard_ratio), fused)  # (B, L, 1)
-        fused = [_apply_discard(f, kth[:, i], last_tie[:, i]) for i, f in enumerate(fused)]
-    # A_l = D_l^-1 (F_l + I) with D_l = diag(row sums of F_l + I); only the CLS row of the
-    # product is needed: row A_l = v F_l + v with v = row D_l^-1, so A_l is never written out.
+    return gh, gw
+
+
+def cls_row_heatmap(fused, num_prefix_tokens, grid):
+    """Steps 4-5 on the discarded fused matrices F_l (L x (B, T, T), first block first): the
+    CLS row of R = A_L ... A_1 with A_l = rows of (F_l + I) normalized, as a (B, h, w) map.
+
+    A_l = D_l^-1 (F_l + I) with D_l = diag(row sums of F_l + I); only the CLS row of the
+    product is needed: row A_l = v F_l + v with v = row D_l^-1, so A_l is never written out.
+    """
+    t = fused[0].shape[-1]
     sums = [ops.sum(f, axis=-1) + 1.0 for f in fused]  # L x (B, T)
     cls = ops.one_hot(ops.zeros((1,), "int32"), t, dtype=fused[0].dtype)  # e_0, (1, T)
     row = (fused[-1][:, 0, :] + cls) / sums[-1][:, 0:1]  # e_0^T A_L
-    for i in range(depth - 2, -1, -1):  # row <- row A_l for l = L-1 .. 1
+    for i in range(len(fused) - 2, -1, -1):  # row <- row A_l for l = L-1 .. 1
         v = row / sums[i]
         row = ops.squeeze(ops.matmul(v[:, None, :], fused[i]), axis=1) + v
     heat = row[:, int(num_prefix_tokens) :]
-    return ops.reshape(heat, (-1, gh, gw))
+    return ops.reshape(heat, (-1, *grid))
