@@ -1,4 +1,4 @@
-"""tools/bench.py --quick writes a complete bench.json and bench.md (smoke run at 64 px)."""
+"""The benchmark and profiling tools under tools/ run and write what they promise (small sizes)."""
 
 import json
 import shutil
