@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -70,22 +68,18 @@ def model_and_rollout_layer(args):
 
 
 def timed_rounds(fns: dict, args, rounds):
-    """Median wall and process-CPU milliseconds per call of each jitted function."""
+    """Median wall and process-CPU milliseconds per call of each jitted function: a compile call
+    and a warm call each, then `bench_worker.interleaved` rounds (order alternating)."""
     import jax
+    from bench_worker import interleaved
 
-    for fn in fns.values():  # compile, then one call for any lazy work
-        jax.block_until_ready(fn(*args))
-        jax.block_until_ready(fn(*args))
-    wall = {k: [] for k in fns}
-    cpu = {k: [] for k in fns}
-    names = list(fns)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            c0, t0 = time.process_time(), time.perf_counter()
-            jax.block_until_ready(fns[name](*args))
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    return {k: {"wall_ms": 1e3 * float(np.median(wall[k])), "cpu_ms": 1e3 * float(np.median(cpu[k]))} for k in names}
+    calls = {k: (lambda fn=fn: jax.block_until_ready(fn(*args))) for k, fn in fns.items()}
+    for call in calls.values():  # compile, then one call for any lazy work
+        call()
+        call()
+    cells = interleaved(calls, rounds, 0.0, 1)
+    return {k: {"wall_ms": 1e3 * float(np.median(c["seconds_per_batch"])),
+                "cpu_ms": 1e3 * float(np.median(c["cpu_seconds_per_batch"]))} for k, c in cells.items()}
 
 
 def main(argv=None):
@@ -106,6 +100,7 @@ def main(argv=None):
 
     from kerasxai.models import explain_model
     from kerasxai.models.rollout import rollout
+    from kerasxai.runs import atomic_write_json
 
     if keras.backend.backend() != "jax":
         raise SystemExit("bench_rollout times jax.jit: run with KERAS_BACKEND=jax")
@@ -131,9 +126,7 @@ def main(argv=None):
     print("|---|---|---|---|---|---|")
     print("\n".join(rows))
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(args.json)
+        atomic_write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ def main(argv=None):
     import keras
 
     from kerasxai.models import build_model
+    from kerasxai.runs import atomic_write_json
 
     if keras.backend.backend() != "jax":
         raise SystemExit("profile_model traces XLA: run with KERAS_BACKEND=jax")
@@ -133,9 +134,7 @@ def main(argv=None):
     if args.json:
         record = {"model": args.model, "variant": variant, "batch": args.batch, "size": args.size,
                   "calls": args.calls, "op_ms": total, "wall_ms_traced": wall_ms, "scopes": rows}
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        tmp.replace(args.json)
+        atomic_write_json(args.json, record)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ["KERAS_BACKEND"] = "jax"
@@ -32,8 +31,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # idle OpenMP threads must not spin against XLA's
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))  # run from a checkout without install
+sys.path.insert(0, str(HERE.parents[1]))  # tools/: bench_worker's interleaved rounds
 
 import numpy as np  # noqa: E402
+from bench_worker import interleaved  # noqa: E402
 
 FUSION_CODES = {"mean": 0, "max": 1, "min": 2}
 TARGET = "kerasxai_experiment_fuse_discard"
@@ -51,9 +52,8 @@ def build_and_register(build_dir: Path):
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"compiling fuse_discard.cc failed:\n{done.stderr[-3000:]}")
-    handle = ctypes.cdll.LoadLibrary(str(lib))
+    handle = ctypes.cdll.LoadLibrary(str(lib))  # stays loaded (ctypes never unloads) after the folder goes
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handle.FuseDiscard), platform="cpu")
-    return handle  # keep the library loaded
 
 
 def native_rollout(threads: int):
@@ -75,6 +75,13 @@ def native_rollout(threads: int):
     return rollout
 
 
+def ratio_cell(base_seconds, seconds):
+    """'median (q1-q3)' of the per-round throughput ratios seconds(base) / seconds."""
+    ratios = [b / m for b, m in zip(base_seconds, seconds)]
+    q1, q3 = np.percentile(ratios, [25, 75])
+    return f"{np.median(ratios):.3f} ({q1:.2f}-{q3:.2f})"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vit_tiny_patch16_224")
@@ -92,7 +99,7 @@ def main(argv=None):
     if jax.default_backend() != "cpu":
         raise SystemExit("the kernel is registered for the CPU only")
     with tempfile.TemporaryDirectory() as build_dir:
-        _lib = build_and_register(Path(build_dir))
+        build_and_register(Path(build_dir))
         shape = (args.size, args.size, 3)
         shipped = build_model(args.model, input_shape=shape)
         score = build_model(args.model, input_shape=shape, heatmap=False)
@@ -118,27 +125,15 @@ def main(argv=None):
               f"(max difference {np.abs(np.asarray(a) - np.asarray(b)).max():.2e})")
         for fn in fns.values():
             fn()
-        names = list(fns)
-        wall = {k: [] for k in names}
-        cpu = {k: [] for k in names}
-        for r in range(args.rounds):
-            for k in names if r % 2 == 0 else names[::-1]:
-                c0, t0 = time.process_time(), time.perf_counter()
-                fns[k]()
-                wall[k].append(time.perf_counter() - t0)
-                cpu[k].append(time.process_time() - c0)
+        cells = interleaved(fns, args.rounds, 0.0, args.batch)  # order alternating, one call a round
     print(f"\n{args.rounds} interleaved rounds; throughput ratio to score-only, median (quartiles):\n")
     print("| map model | wall | CPU | median wall ms a batch |")
     print("|---|---|---|---|")
-    for k in names[1:]:
-        cells = []
-        for times in (wall, cpu):
-            ratios = [s / m for s, m in zip(times["score-only"], times[k])]
-            q1, q3 = np.percentile(ratios, [25, 75])
-            cells.append(f"{np.median(ratios):.3f} ({q1:.2f}-{q3:.2f})")
-        print(f"| {k} | {cells[0]} | {cells[1]} | {1e3 * np.median(wall[k]):.0f} |")
-    print(f"\nscore-only: {1e3 * np.median(wall['score-only']):.0f} ms a batch (wall, median)")
-
+    score = cells["score-only"]
+    for k in list(fns)[1:]:
+        wall, cpu = (ratio_cell(score[key], cells[k][key]) for key in ("seconds_per_batch", "cpu_seconds_per_batch"))
+        print(f"| {k} | {wall} | {cpu} | {1e3 * np.median(cells[k]['seconds_per_batch']):.0f} |")
+    print(f"\nscore-only: {1e3 * np.median(score['seconds_per_batch']):.0f} ms a batch (wall, median)")
 
 if __name__ == "__main__":
     main()
