@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -130,6 +130,33 @@ def _wrap(exc: OmegaConfBaseException, where: str) -> ConfigError:
     return ConfigError(f"{where}: {named}: {msg}. See the keys of kerasxai.config.Config (README, 'Config keys').")
 
 
+def _load_mapping(path: Path) -> DictConfig:
+    """The YAML file at `path`, which must hold a mapping of keys (a list or scalar would only
+    fail later, deep inside the merge)."""
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends; a scalar top level lands here too
+        kind = _top_level_kind(path)
+        if kind is None:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(exc).split())}") from exc
+        loaded = f"scalar ({kind})"
+    if not isinstance(loaded, DictConfig):
+        kind = loaded if isinstance(loaded, str) else "list"
+        raise ConfigError(f"config file '{path}': the top level is a {kind}, not a mapping of keys: "
+                          "write it as 'data: ...', 'model: ...' (see configs/).")
+    return loaded
+
+
+def _top_level_kind(path: Path) -> str | None:
+    """The type name of the YAML document's top level, or None when it does not parse."""
+    import yaml
+
+    try:
+        return type(yaml.safe_load(path.read_text())).__name__
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML config, apply ``key=value`` overrides, validate types and required keys."""
     schema = OmegaConf.structured(Config)
@@ -138,11 +165,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file '{path}' not found: pass an existing YAML file (see configs/).")
-        try:
-            loaded = OmegaConf.load(path)
-        except Exception as exc:  # yaml.YAMLError and friends
-            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
-        layers.append(loaded)
+        layers.append(_load_mapping(path))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. data.tile.size=160).")
@@ -172,10 +195,20 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(f"key '{key}': {what}")
 
-    t = cfg.data.tile
+    def at_least(value, low: int, key: str, optional: bool = False) -> None:
+        if value is None and optional:
+            return
+        need(value >= low, key, f"must be >= {low}{' or null' if optional else ''}, got {value}")
+
+    d = cfg.data
+    at_least(d.max_images, 1, "data.max_images", optional=True)
+    need(0 <= d.mask_threshold <= 255, "data.mask_threshold",
+         f"must be in [0, 255] (mask pixels > it are defect; 0/1 masks: 0), got {d.mask_threshold}")
+    t = d.tile
     need(t.size >= 16, "data.tile.size", f"must be >= 16, got {t.size}")
     need(0 <= t.overlap < t.size, "data.tile.overlap", f"must be in [0, tile size), got {t.overlap}")
     need(0 <= t.defect_fraction < 1, "data.tile.defect_fraction", f"must be in [0, 1), got {t.defect_fraction}")
+    at_least(t.defect_pixels, 0, "data.tile.defect_pixels", optional=True)
     s = cfg.data.split
     for k in ("train", "val", "test"):
         need(0 <= getattr(s, k) <= 1, f"data.split.{k}", "must be in [0, 1]")
@@ -187,9 +220,18 @@ def validate(cfg: Config) -> None:
     need(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(cfg.train.learning_rate > 0, "train.learning_rate", "must be > 0")
     need(cfg.train.optimizer in ("auto", "adam", "adamw", "sgd"), "train.optimizer", "must be auto, adam, adamw or sgd")
-    need(cfg.eval.split in ("train", "val", "test"), "eval.split", "must be train, val or test")
-    for f in cfg.eval.fusions:
+    at_least(cfg.tune.trials, 1, "tune.trials")
+    e = cfg.eval
+    need(e.split in ("train", "val", "test"), "eval.split", "must be train, val or test")
+    need(0 <= e.score_threshold <= 1, "eval.score_threshold", f"must be in [0, 1], got {e.score_threshold}")
+    need(0 <= e.pixel_threshold <= 255, "eval.pixel_threshold", f"must be in [0, 255], got {e.pixel_threshold}")
+    at_least(e.batch_size, 1, "eval.batch_size")
+    at_least(e.max_tiles, 1, "eval.max_tiles", optional=True)
+    at_least(e.overlay_tiles, 0, "eval.overlay_tiles")
+    for f in e.fusions:
         need(f in ("mean", "max", "min"), "eval.fusions", f"unknown fusion '{f}'")
+    for r in e.discard_ratios:
+        need(0 <= r < 1, "eval.discard_ratios", f"each must be in [0, 1), got {r}")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -77,3 +77,42 @@ def test_invalid_yaml_names_the_file(tmp_path):
     path.write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="broken.yaml"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.max_images=-1", "data.max_images"),
+        ("data.max_images=0", "data.max_images"),
+        ("data.mask_threshold=-1", "data.mask_threshold"),
+        ("data.mask_threshold=256", "data.mask_threshold"),
+        ("data.tile.defect_pixels=-1", "data.tile.defect_pixels"),
+        ("eval.score_threshold=1.5", "eval.score_threshold"),
+        ("eval.score_threshold=-0.1", "eval.score_threshold"),
+        ("eval.pixel_threshold=300", "eval.pixel_threshold"),
+        ("eval.batch_size=0", "eval.batch_size"),
+        ("eval.max_tiles=0", "eval.max_tiles"),
+        ("eval.overlay_tiles=-1", "eval.overlay_tiles"),
+        ("tune.trials=0", "tune.trials"),
+        ("eval.discard_ratios=[0.0,1.0]", "eval.discard_ratios"),
+    ],
+)
+def test_out_of_range_values_name_the_key(cfg_file, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "'.*got"):
+        load_config(cfg_file, [override])
+
+
+def test_range_edges_the_code_uses_are_accepted(cfg_file):
+    cfg = load_config(cfg_file, ["data.max_images=1", "data.mask_threshold=0", "data.tile.defect_pixels=0",
+                                 "eval.score_threshold=0.0", "eval.pixel_threshold=255", "eval.overlay_tiles=0",
+                                 "eval.max_tiles=1", "eval.discard_ratios=[0.0,0.99]", "data.max_images=null"])
+    assert cfg.data.max_images is None and cfg.data.mask_threshold == 0 and cfg.eval.overlay_tiles == 0
+
+
+@pytest.mark.parametrize("text, kind", [("- data\n- model\n", "list"), ("42\n", "scalar")])
+def test_top_level_not_a_mapping_names_the_file(tmp_path, text, kind):
+    path = tmp_path / "flat.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"flat\.yaml': the top level is a {kind}") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
