@@ -34,6 +34,9 @@ class SplitConfig:
     val: float = 0.1
     test: float = 0.2
     seed: int = 42
+    # groups (DeepPCB: pair ids) kept out of train and val, e.g. the boards a demo shows;
+    # the split itself is computed with them, so the test part stays the same
+    holdout: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -67,21 +70,34 @@ class ReduceLRConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Label-preserving augmentation of training tiles (kerasxai.data.pipeline.augment_image)."""
+
+    rot90: bool = True  # a random multiple of 90 degrees
+    translate: int = 8  # shift by up to this many pixels (reflected borders); 0: off
+    brightness: float = 0.1  # add up to +-this share of full scale; 0: off
+    contrast: float = 0.1  # scale around the tile mean by 1 +- this; 0: off
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3
     optimizer: str = "auto"  # auto (Adam for CNNs, AdamW for transformers) | adam | adamw | sgd
     weight_decay: float = 0.05  # AdamW only
-    flips: bool = True
-    reduce_lr: ReduceLRConfig = field(default_factory=ReduceLRConfig)
+    flips: bool = True  # random horizontal and vertical flips
+    augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)  # null: flips only
+    schedule: str = "cosine"  # cosine (linear warm-up, cosine decay over train.epochs) | plateau (train.reduce_lr)
+    warmup_epochs: float = 1.0  # cosine: epochs of linear warm-up from 1% of train.learning_rate
+    reduce_lr: ReduceLRConfig = field(default_factory=ReduceLRConfig)  # plateau schedule only
     steps_per_epoch: Optional[int] = None  # cap on batches per epoch (short budgets)
     max_val_tiles: Optional[int] = None  # cap on validation tiles (short budgets)
     max_test_tiles: Optional[int] = None  # cap on test tiles in summary.json (0: skip the test split)
     monitor: str = "val_loss"  # best.keras is the epoch with the best val_loss (min) | val_accuracy (max)
     data_parallel: str = "auto"  # keras.distribution.DataParallel over local devices: auto (JAX, >1 device) | on | off
-    bn_momentum: Optional[float] = None  # override BatchNormalization momentum (e.g. 0.9 for short runs from random init)
-    balance: bool = False  # oversample defective tiles to 50% in training batches
+    bn_momentum: Optional[float] = 0.9  # BatchNormalization momentum (null: the model's own, 0.999 for MobileNetV3)
+    balance: bool = True  # oversample defective tiles to 50% in training batches
     teacher_run: Optional[str] = None  # DeiT-distilled: run folder of the teacher model
     runs_dir: str = "runs"
     seed: int = 42
@@ -232,6 +248,34 @@ def validate(cfg: Config) -> None:
         need(f in ("mean", "max", "min"), "eval.fusions", f"unknown fusion '{f}'")
     for r in e.discard_ratios:
         need(0 <= r < 1, "eval.discard_ratios", f"each must be in [0, 1), got {r}")
+
+
+def with_data(cfg: Config, data_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """`cfg` scored on other data: the ``data:`` section of `data_file` (replacing the run's)
+    and/or ``data.*`` overrides, the whole dataset as the test split (unless the overrides set
+    ``data.split.*``), no held-out groups. For evaluating a trained model on new folders."""
+    bad = [o for o in overrides if not o.startswith("data.")]
+    if bad:
+        raise ConfigError(f"override '{bad[0]}' is not a data.* key")
+    merged = OmegaConf.structured(cfg)
+    try:
+        if data_file is not None:
+            path = Path(data_file)
+            if not path.is_file():
+                raise ConfigError(f"data config '{path}' not found: pass a YAML file with a data: section")
+            loaded = OmegaConf.load(path)
+            if not isinstance(loaded, DictConfig) or "data" not in loaded:
+                raise ConfigError(f"data config '{path}' has no top-level 'data:' section (see configs/)")
+            merged.data = OmegaConf.merge(OmegaConf.structured(DataConfig), loaded.data)
+        if not any(o.startswith("data.split.") for o in overrides):
+            merged.data.split = OmegaConf.structured(SplitConfig(train=0.0, val=0.0, test=1.0))
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        out = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        raise _wrap(exc, str(data_file or "data override")) from exc
+    validate(out)
+    return out
 
 
 def to_yaml(cfg: Config) -> str:

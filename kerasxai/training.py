@@ -25,6 +25,9 @@ from kerasxai.config import Config, ConfigError
 from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}
+SCHEDULES = ("cosine", "plateau")
+WARMUP_START = 0.01  # the cosine schedule warms up from this share of the peak learning rate
+COSINE_FLOOR = 0.01  # ... and decays to this share of it at the last step
 
 
 # ---------------------------------------------------------------- config checks
@@ -57,6 +60,14 @@ def check_config(cfg: Config) -> None:
     need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     need(0 <= cfg.model.dropout < 1, "model.dropout", "must be in [0, 1)")
     need(t.bn_momentum is None or 0 < t.bn_momentum < 1, "train.bn_momentum", "must be in (0, 1) or null")
+    need(t.schedule in SCHEDULES, "train.schedule", f"must be {' or '.join(SCHEDULES)}, got '{t.schedule}'")
+    need(t.warmup_epochs >= 0, "train.warmup_epochs", f"must be >= 0, got {t.warmup_epochs}")
+    a = t.augment
+    if a is not None:
+        need(0 <= a.translate < cfg.data.tile.size // 2, "train.augment.translate",
+             f"must be in [0, tile size / 2), got {a.translate}")
+        need(0 <= a.brightness < 1, "train.augment.brightness", f"must be in [0, 1), got {a.brightness}")
+        need(0 <= a.contrast < 1, "train.augment.contrast", f"must be in [0, 1), got {a.contrast}")
     if t.teacher_run:
         need(Path(t.teacher_run, runs.CONFIG).is_file() and Path(t.teacher_run, runs.BEST).is_file(),
              "train.teacher_run", f"'{t.teacher_run}' is not a finished run folder (needs config.yaml and best.keras)")
@@ -68,8 +79,28 @@ def check_config(cfg: Config) -> None:
 # ---------------------------------------------------------------- model and optimizer
 
 
-def build_optimizer(cfg: Config, learning_rate: Optional[float] = None):
-    lr = float(learning_rate if learning_rate is not None else cfg.train.learning_rate)
+def learning_rate_schedule(cfg: Config, peak: float, steps_per_epoch: int):
+    """``train.schedule``: the peak as a float (plateau: ReduceLROnPlateau lowers it), or linear
+    warm-up over ``train.warmup_epochs`` (at most all but the last step) then cosine decay to
+    the end of ``train.epochs``."""
+    t = cfg.train
+    if t.schedule == "plateau":
+        return peak
+    total = max(1, int(t.epochs * steps_per_epoch))
+    warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=peak * WARMUP_START if warmup else peak, decay_steps=total - warmup,
+        alpha=COSINE_FLOOR, warmup_target=peak if warmup else None, warmup_steps=warmup)
+
+
+def current_learning_rate(optimizer) -> float:
+    """The learning rate the next step uses (a schedule evaluated at the step count)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def build_optimizer(cfg: Config, learning_rate: Optional[float] = None, steps_per_epoch: int = 1):
+    peak = float(learning_rate if learning_rate is not None else cfg.train.learning_rate)
+    lr = learning_rate_schedule(cfg, peak, steps_per_epoch)
     name = optimizer_name(cfg)
     if name == "adam":
         return keras.optimizers.Adam(learning_rate=lr)
@@ -128,7 +159,8 @@ def score_metrics():
     ]
 
 
-def compile_model(model, cfg: Config, learning_rate: Optional[float] = None, distill: bool = False):
+def compile_model(model, cfg: Config, learning_rate: Optional[float] = None, distill: bool = False,
+                  steps_per_epoch: int = 1):
     """Binary cross-entropy and metrics on "score" only; the heatmap output gets no loss.
 
     Keras asks a target for every output of a dict model, so the datasets carry a dummy
@@ -142,7 +174,7 @@ def compile_model(model, cfg: Config, learning_rate: Optional[float] = None, dis
     else:
         loss, weights = {"score": keras.losses.BinaryCrossentropy()}, None
     model.compile(
-        optimizer=build_optimizer(cfg, learning_rate),
+        optimizer=build_optimizer(cfg, learning_rate, steps_per_epoch),
         loss=loss,
         loss_weights=weights,
         metrics={"score": score_metrics()},
@@ -218,6 +250,14 @@ def _capped(ds, n: int, cap: Optional[int]):
     return ds.shard(k, 0), math.ceil(n / k)
 
 
+def epoch_steps(cfg: Config, prepared_dir, batch_size: int) -> int:
+    """Batches an epoch: one pass over the training tiles, capped by ``train.steps_per_epoch``."""
+    from kerasxai.data.pipeline import count_tiles
+
+    full = max(1, math.ceil(count_tiles(prepared_dir, "train") / batch_size))
+    return min(full, cfg.train.steps_per_epoch) if cfg.train.steps_per_epoch else full
+
+
 def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[int] = None, teacher_model=None) -> Data:
     """Train / val / test ``tf.data`` pipelines with Keras targets for `output_names`."""
     import tensorflow as tf
@@ -237,15 +277,15 @@ def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[
     train_src = load_split(prepared_dir, "train")
     if teacher_model is not None:
         train_src = _with_teacher_labels(train_src, teacher_model, bs)
-        train = training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed, balance=t.balance)
+        train = training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed, balance=t.balance,
+                                 augment=t.augment)
         # labels were packed as label + 2 * teacher_label (see _with_teacher_labels)
         train = train.map(lambda x, y: (x, targets(tf.math.floormod(y, 2.0), output_names,
                                                    teacher=tf.math.floordiv(y, 2.0))))
     else:
         train = with_targets(training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed,
-                                              balance=t.balance))
-    full_steps = max(1, math.ceil(counts["train"] / bs))
-    steps = min(full_steps, t.steps_per_epoch) if t.steps_per_epoch else full_steps
+                                              balance=t.balance, augment=t.augment))
+    steps = epoch_steps(cfg, prepared_dir, bs)
     train = train.repeat().prefetch(tf.data.AUTOTUNE)
 
     val_src, n_val = _capped(load_split(prepared_dir, "val"), counts["val"], t.max_val_tiles)
@@ -296,6 +336,15 @@ class EpochClock(keras.callbacks.Callback):
         if logs is not None:
             logs["epoch_seconds"] = round(time.perf_counter() - self._t0, 3)
             logs["epoch_cpu_seconds"] = round(time.process_time() - self._c0, 3)
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Adds ``learning_rate`` (the schedule's value after the epoch) to the epoch logs, as
+    ReduceLROnPlateau does for the plateau schedule, so history.csv shows the curve."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
 
 
 class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
@@ -446,26 +495,29 @@ def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: O
     teacher = _load_teacher(cfg, model)
     if set_bn_momentum(model, t.bn_momentum):
         print(f"BatchNormalization momentum set to {t.bn_momentum} (train.bn_momentum)")
+    steps = epoch_steps(cfg, prepared, bs)
     if getattr(model, "optimizer", None) is None or not model.compiled:
-        compile_model(model, cfg, learning_rate, distill=has_dist_head(model))
+        compile_model(model, cfg, learning_rate, distill=has_dist_head(model), steps_per_epoch=steps)
     if resume and initial_epoch > 0:
         model.optimizer.build(model.trainable_variables)
-        model.load_weights(run_dir / runs.LAST)  # weights and optimizer state (LR included)
+        model.load_weights(run_dir / runs.LAST)  # weights and optimizer state (step count included)
         print(f"resuming '{run_dir}' at epoch {initial_epoch + 1}/{t.epochs} "
-              f"(learning rate {float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)):.3g})")
+              f"(learning rate {current_learning_rate(model.optimizer):.3g})")
 
     data = make_datasets(cfg, prepared, output_keys(model), bs, teacher_model=teacher)
     monitor = metric_key(t.monitor, model)
     mode = MONITORS[t.monitor]
-    reduce_lr = ResumableReduceLROnPlateau(
-        monitor="val_loss", factor=t.reduce_lr.factor, patience=t.reduce_lr.patience,
-        min_lr=t.reduce_lr.min_lr, verbose=1, initial_state=state.get("reduce_lr"))
+    reduce_lr = None
+    if t.schedule == "plateau":
+        reduce_lr = ResumableReduceLROnPlateau(
+            monitor="val_loss", factor=t.reduce_lr.factor, patience=t.reduce_lr.patience,
+            min_lr=t.reduce_lr.min_lr, verbose=1, initial_state=state.get("reduce_lr"))
     history_path = run_dir / runs.HISTORY
     _trim_history(history_path, initial_epoch)
     checkpoint = RunCheckpoint(run_dir, monitor, mode, state, reduce_lr)
     cbs = [
         EpochClock(),
-        reduce_lr,
+        *([reduce_lr] if reduce_lr is not None else [LearningRateLog()]),
         keras.callbacks.CSVLogger(str(history_path), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD), write_graph=False),
         checkpoint,

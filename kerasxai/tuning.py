@@ -83,12 +83,11 @@ class TrainingHyperModel(keras_tuner.HyperModel):
         return lr, bs
 
     def build(self, hp):
-        lr, _ = self.declare(hp)
+        self.declare(hp)
         if not self.build_models:
             return None
-        cfg = self.trial_config(hp)
-        model = training.build_model(cfg)
-        return training.compile_model(model, cfg, lr, distill=training.has_dist_head(model))
+        # compiled by training.fit, which knows the epoch length the LR schedule needs
+        return training.build_model(self.trial_config(hp))
 
     def trial_config(self, hp) -> Config:
         cfg = copy.deepcopy(self.cfg)

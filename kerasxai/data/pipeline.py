@@ -54,6 +54,7 @@ def _data_settings(data_cfg) -> dict:
         "mask_threshold": data_cfg.mask_threshold,
         "tile": {k: getattr(data_cfg.tile, k) for k in ("size", "overlap", "defect_fraction", "defect_pixels")},
         "split": {k: getattr(data_cfg.split, k) for k in ("train", "val", "test", "seed")},
+        **({"holdout": sorted(map(str, data_cfg.split.holdout))} if data_cfg.split.holdout else {}),
     }
 
 
@@ -344,13 +345,45 @@ def _records(files, shuffle, seed, keep=None):
     return ds
 
 
-def training_dataset(ds, batch_size: int, *, flips: bool = True, shuffle: bool = True, seed: int = 0, balance: bool = False):
+def augment_image(image, seed, aug) -> tf.Tensor:
+    """Label-preserving augmentation of one float32 tile (0..255), drawn from the stateless
+    ``seed`` (shape [2] int): a random 90-degree rotation (``aug.rot90``), a shift of up to
+    ``aug.translate`` pixels with reflected borders, brightness and contrast scaled by up to
+    ``aug.brightness`` / ``aug.contrast`` (shares of full scale), clipped to 0..255.
+
+    Defects of inspection tiles are small against the tile, so none of these moves a defect
+    out of the tile or changes what it looks like beyond what a camera does.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
+    if aug.rot90:
+        k = tf.random.stateless_uniform([], seed=seeds[0], minval=0, maxval=4, dtype=tf.int32)
+        image = tf.image.rot90(image, k)
+    t = int(aug.translate)
+    if t > 0:
+        size = tf.shape(image)[:2]
+        padded = tf.pad(image, [[t, t], [t, t], [0, 0]], mode="REFLECT")
+        off = tf.random.stateless_uniform([2], seed=seeds[1], minval=0, maxval=2 * t + 1, dtype=tf.int32)
+        image = tf.slice(padded, [off[0], off[1], 0], [size[0], size[1], -1])
+    if aug.contrast > 0:
+        c = tf.random.stateless_uniform([], seed=seeds[2], minval=1 - aug.contrast, maxval=1 + aug.contrast)
+        mean = tf.reduce_mean(image)
+        image = (image - mean) * c + mean
+    if aug.brightness > 0:
+        b = tf.random.stateless_uniform([], seed=seeds[3], minval=-aug.brightness, maxval=aug.brightness)
+        image = image + 255.0 * b
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def training_dataset(ds, batch_size: int, *, flips: bool = True, shuffle: bool = True, seed: int = 0,
+                     balance: bool = False, augment=None):
     """Batches ``(image float32 (B,S,S,3) in 0..255, label float32 (B,1))`` for ``model.fit``.
 
-    Random h/v flips (p=0.5 each, ``random_flip``), shuffling reshuffled every epoch, optional
-    ``balance`` (defective tiles oversampled to half of the tiles; the epoch ends when the good
-    tiles are used up). Not repeated: Keras counts epochs. For a ``load_split`` dataset the
-    encoded records are shuffled before decoding (cheap) and masks are not decoded.
+    Random h/v flips (p=0.5 each, ``random_flip``), the ``augment`` settings of
+    :func:`augment_image` (a ``kerasxai.config.AugmentConfig``; None: flips only), shuffling
+    reshuffled every epoch, optional ``balance`` (defective tiles oversampled to half of the
+    tiles; the epoch ends when the good tiles are used up). Not repeated: Keras counts epochs.
+    For a ``load_split`` dataset the encoded records are shuffled before decoding (cheap) and
+    masks are not decoded.
     """
     meta = getattr(ds, "_kerasxai", None)
     if balance and meta is not None and (meta["counts"]["defect"] == 0 or meta["counts"]["good"] == 0):
@@ -373,11 +406,14 @@ def training_dataset(ds, batch_size: int, *, flips: bool = True, shuffle: bool =
     def to_xy(e, s=None):
         if decode is not None:
             e = decode(e)
-        if s is not None:
+        if s is not None and flips:
             e = random_flip(e, s)
-        return e["image"], tf.reshape(e["label"], [1])
+        image = e["image"]
+        if s is not None and augment is not None:
+            image = augment_image(tf.cast(image, tf.float32), s, augment)
+        return image, tf.reshape(e["label"], [1])
 
-    if flips:  # one stateless seed per element: reproducible for `seed`, new every epoch
+    if flips or augment is not None:  # one stateless seed per element: reproducible for `seed`, new every epoch
         rnd = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, rnd))
     ds = ds.map(to_xy, num_parallel_calls=AUTOTUNE, deterministic=not shuffle)

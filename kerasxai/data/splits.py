@@ -6,6 +6,9 @@ fractions (largest remainder rounding; a split with a non-zero fraction gets at 
 group when there are enough groups). A split may come out empty (too few images): that is
 reported as a ``DataError`` only by the code that needs the split (``load_split``), so a tiny
 dataset can still be prepared and trained without, e.g., a validation split.
+
+Groups named in ``split_cfg.holdout`` take part in the cut (so the other groups land where they
+would without it) but are then dropped from train and val: a model never sees them in training.
 """
 
 from __future__ import annotations
@@ -44,7 +47,16 @@ def split_samples(samples, split_cfg) -> dict[str, list]:
         for g in order[start:start + c]:
             where[g] = name
         start += c
+    holdout = {str(g) for g in (getattr(split_cfg, "holdout", None) or ())}
+    unknown = sorted(holdout - set(groups))
+    if unknown:
+        from .sources import DataError
+
+        raise DataError(f"data.split.holdout names '{unknown[0]}', which is not a group of this dataset "
+                        f"(DeepPCB: a pair id such as '{groups[0]}'): fix or remove it.")
     out = {k: [] for k in SPLITS}
     for s in samples:
-        out[where[s.group]].append(s)
+        split = where[s.group]
+        if split == "test" or s.group not in holdout:
+            out[split].append(s)
     return out
