@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 PROG = "kerasxai.export"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="training run folder (config.yaml + best.keras)")
+    p.add_argument("--run", required=True,
+                   help="training run folder (config.yaml + best.keras) or the name of a shipped model")
     p.add_argument("--out", required=True, help="new version folder, e.g. exported/kerasxai/1")
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of the run")
     p.add_argument("--no-localize", action="store_true", help="only the tile signature (serving_default)")
@@ -34,9 +34,12 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
 
-    run = Path(args.run)
-    if not run.is_dir():
-        return fail(f"run folder '{run}' not found: pass a folder written by python -m kerasxai.train")
+    from kerasxai.runs import RunError, resolve_run
+
+    try:
+        run = resolve_run(args.run)
+    except RunError as exc:
+        return fail(str(exc))
     try:
         check_target(args.out)
     except ExportError as exc:

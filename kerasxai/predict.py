@@ -64,7 +64,8 @@ def summary_csv(rows: list[dict]) -> bytes:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", required=True, help="training run folder (config.yaml + best.keras)")
+    p.add_argument("--run", required=True,
+                   help="training run folder (config.yaml + best.keras) or the name of a shipped model")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of the run")
@@ -87,9 +88,12 @@ def main(argv=None) -> int:
     def fail(msg: str) -> None:
         print(f"{PROG}: error: {msg}", file=sys.stderr)
 
-    run = Path(args.run)
-    if not run.is_dir():
-        fail(f"run folder '{run}' not found: pass a folder written by python -m kerasxai.train")
+    from kerasxai.runs import RunError, resolve_run
+
+    try:
+        run = resolve_run(args.run)
+    except RunError as exc:
+        fail(str(exc))
         return 2
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -122,9 +122,27 @@ def write_state(run_dir: str | Path, state: dict) -> None:
     atomic_write_json(Path(run_dir) / STATE, state)
 
 
+def resolve_run(run: str | Path) -> Path:
+    """A run folder, or the folder of a model shipped with the package (by its name).
+
+    A folder that exists wins over a shipped name; anything else is a :class:`RunError` that
+    lists the shipped names.
+    """
+    path = Path(run)
+    if path.is_dir():
+        return path
+    from kerasxai.pretrained import pretrained_dir, pretrained_names
+
+    if str(run) in pretrained_names():
+        return pretrained_dir(str(run))
+    names = ", ".join(pretrained_names()) or "none"
+    raise RunError(f"'{run}' is neither a run folder nor a shipped model (shipped: {names}): "
+                   "pass a folder written by python -m kerasxai.train or one of those names")
+
+
 def run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The config stored in a run folder (with optional ``key=value`` overrides)."""
-    run_dir = Path(run_dir)
+    """The config stored in a run folder or shipped model (with optional ``key=value`` overrides)."""
+    run_dir = resolve_run(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise RunError(f"'{run_dir}' is not a run folder: '{CONFIG}' is missing (pass a folder under runs/)")
     try:
@@ -134,14 +152,14 @@ def run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ())
 
 
 def load_run(run_dir: str | Path, which: str = "best"):
-    """Load a finished (or interrupted) run: ``(Config, keras.Model)``.
+    """Load a finished (or interrupted) run, or a shipped model by name: ``(Config, keras.Model)``.
 
     `which` is ``"best"`` or ``"last"``; the model has the {"score", "heatmap"} outputs and
     is returned without its training configuration (ready for predict / evaluate).
     """
     if which not in ("best", "last"):
         raise RunError(f"which must be 'best' or 'last', got '{which}'")
-    run_dir = Path(run_dir)
+    run_dir = resolve_run(run_dir)
     cfg = run_config(run_dir)
     path = run_dir / (BEST if which == "best" else LAST)
     if not path.is_file():

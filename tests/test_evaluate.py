@@ -169,7 +169,7 @@ def test_cli_rejects_bad_input_with_one_line(tmp_path, capsys):
 
     assert main(["--runs", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a run folder" in err[0]
+    assert len(err) == 1 and "neither a run folder nor a shipped model" in err[0]
     assert main(["--runs", str(tmp_path), "model.name=x"]) == 2
     assert "eval.*" in capsys.readouterr().err
 
@@ -217,6 +217,27 @@ def test_cli_end_to_end_on_run_folders(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "report:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_scores_other_data_as_a_whole_test_split(tmp_path, capsys):
+    from kerasxai.evaluate import main
+
+    run = make_run(tmp_path / "runs", "mobd", "mobilenetv3_large_d", tmp_path / "cache")
+    out = tmp_path / "report"
+    # other synthetic images (seed 4): all 8 images, 4 tiles each, are the test split
+    code = main(["--runs", str(run), "--out", str(out), "--no-progress", "data.options.seed=4"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["models"][0]["tiles"] == 32
+    assert doc["context"]["data"].startswith("synthetic") and "seed=4" in doc["context"]["data"]
+    assert "seed=4" in capsys.readouterr().out
+
+    assert main(["--runs", str(run), "--out", str(out), "data.tile.size=32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data.tile.size" in err[0] and "64" in err[0]
+    assert main(["--runs", str(run), "--split", "val", "data.options.seed=4"]) == 2
+    assert "test split" in capsys.readouterr().err
 
 
 def test_rollout_sweep_equals_the_models_rollout_with_ties():
