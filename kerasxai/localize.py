@@ -35,6 +35,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from kerasxai.data.sources import DataError, oversize_message
 from kerasxai.data.tiling import TileGrid, stitch, tile_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -48,12 +49,19 @@ class LocalizeError(ValueError):
 # ----------------------------------------------------------------------------- image loading
 def load_image(path: str | Path) -> np.ndarray:
     """Read any image OpenCV reads as (H, W, 3) uint8 RGB (gray -> 3 channels, alpha dropped,
-    16-bit scaled to 8-bit). Raises :class:`LocalizeError` naming the file when it cannot."""
+    16-bit scaled to 8-bit). Raises :class:`LocalizeError` naming the file when it cannot, or
+    when its header declares more pixels than ``KERASXAI_MAX_PIXELS`` (100 megapixels)."""
     path = Path(path)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise LocalizeError(f"cannot read image '{path}': {exc.strerror or exc}") from exc
+    try:
+        too_big = oversize_message(path, data)
+    except DataError as exc:  # a bad KERASXAI_MAX_PIXELS
+        raise LocalizeError(str(exc)) from None
+    if too_big:
+        raise LocalizeError(too_big)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise LocalizeError(f"cannot decode image '{path}': not an image file or corrupt; replace or remove it")

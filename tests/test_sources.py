@@ -1,6 +1,7 @@
 """Readers on small fixtures written here, rasterization at exact pixels, bad-input errors."""
 
 import json
+import struct
 from pathlib import Path
 
 import cv2
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from kerasxai.config import DataConfig
-from kerasxai.data.sources import DataError, read_samples
+from kerasxai.data.sources import DataError, image_size, read_image, read_samples
 
 
 def _write(path: Path, img: np.ndarray):
@@ -223,3 +224,43 @@ def test_unknown_reader_and_option(tmp_path):
 def test_missing_root(tmp_path):
     with pytest.raises(DataError, match="is not a folder"):
         read_samples(_cfg("labelme", tmp_path / "nope"))
+
+
+def test_mask_dir_16_bit_masks_are_scaled_to_8_bits(tmp_path):
+    _write(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    m = np.full((8, 8), 300, np.uint16)  # background noise: 300/65535 is ~1 on the 0..255 scale
+    m[1, 2] = 65535
+    _write(tmp_path / "a_mask.png", m)
+    (s,) = read_samples(_cfg("mask_dir", tmp_path))
+    assert s.load_mask().sum() == 1 and s.load_mask()[1, 2] == 1
+    _write(tmp_path / "a_mask.png", (m > 300).astype(np.uint16))  # a 16-bit 0/1 mask at threshold 0
+    (s,) = read_samples(_cfg("mask_dir", tmp_path, mask_threshold=0))
+    assert s.load_mask().sum() == 1 and s.load_mask()[1, 2] == 1
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tif", ".webp"])
+def test_image_size_reads_headers(ext):
+    img = np.zeros((37, 53, 3), np.uint8)
+    ok, buf = cv2.imencode(ext, img)
+    assert ok and image_size(buf) == (53, 37)
+
+
+def test_image_size_of_other_bytes_is_none():
+    assert image_size(np.frombuffer(b"\xff\xd8\xff\xe0 truncated", np.uint8)) is None
+    assert image_size(np.zeros(0, np.uint8)) is None
+
+
+def test_pixel_cap_refuses_before_decoding(tmp_path, monkeypatch):
+    huge = tmp_path / "huge.png"  # a header claiming 20000x20000; decoding it would cost GBs
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I4sII", 13, b"IHDR", 20000, 20000) + b"\x08\x00\x00\x00\x00")
+    with pytest.raises(DataError, match=r"huge\.png' is 20000x20000 .*KERASXAI_MAX_PIXELS"):
+        read_image(str(huge))
+    _write(tmp_path / "a.png", np.zeros((40, 50, 3), np.uint8))
+    monkeypatch.setenv("KERASXAI_MAX_PIXELS", "1999")
+    with pytest.raises(DataError, match=r"a\.png' is 50x40"):
+        read_image(str(tmp_path / "a.png"))
+    monkeypatch.setenv("KERASXAI_MAX_PIXELS", "2000")
+    assert read_image(str(tmp_path / "a.png")).shape == (40, 50, 3)
+    monkeypatch.setenv("KERASXAI_MAX_PIXELS", "lots")
+    with pytest.raises(DataError, match="KERASXAI_MAX_PIXELS='lots'"):
+        read_image(str(tmp_path / "a.png"))

@@ -41,11 +41,129 @@ class DataError(ValueError):
 # ---------------------------------------------------------------------------- Sample
 
 
+MAX_PIXELS_ENV = "KERASXAI_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def _be(b, i: int, n: int) -> int:
+    return int.from_bytes(bytes(b[i:i + n]), "big")
+
+
+def _le(b, i: int, n: int) -> int:
+    return int.from_bytes(bytes(b[i:i + n]), "little")
+
+
+def _jpeg_size(b) -> Optional[tuple[int, int]]:
+    """Walk the JPEG markers up to the first start-of-frame (SOF0..SOF15 but DHT/JPG/DAC)."""
+    i = 2
+    while i + 9 < len(b):
+        if b[i] != 0xFF:
+            return None
+        m = b[i + 1]
+        if m == 0xFF:  # fill byte
+            i += 1
+            continue
+        if m == 0x01 or 0xD0 <= m <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if m in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        if 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC):
+            return _be(b, i + 7, 2), _be(b, i + 5, 2)
+        i += 2 + _be(b, i + 2, 2)
+    return None
+
+
+def _tiff_size(b) -> Optional[tuple[int, int]]:
+    """ImageWidth (256) and ImageLength (257) of the first IFD of a classic TIFF."""
+    rd = _le if bytes(b[:2]) == b"II" else _be
+    ifd = rd(b, 4, 4)
+    found = {}
+    for k in range(rd(b, ifd, 2) if ifd + 2 <= len(b) else 0):
+        e = ifd + 2 + 12 * k
+        if e + 12 > len(b):
+            break
+        tag, kind = rd(b, e, 2), rd(b, e + 2, 2)
+        if tag in (256, 257) and kind in (3, 4):
+            found[tag] = rd(b, e + 8, 2 if kind == 3 else 4)
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+def _bmp_size(b) -> tuple[int, int]:
+    if _le(b, 14, 4) == 12:  # OS/2 core header: 16-bit sizes
+        return _le(b, 18, 2), _le(b, 20, 2)
+    w, h = (int.from_bytes(bytes(b[i:i + 4]), "little", signed=True) for i in (18, 22))
+    return abs(w), abs(h)  # a negative height means top-down rows
+
+
+def _webp_size(b) -> Optional[tuple[int, int]]:
+    chunk = bytes(b[12:16])
+    if chunk == b"VP8 " and len(b) >= 30:
+        return _le(b, 26, 2) & 0x3FFF, _le(b, 28, 2) & 0x3FFF
+    if chunk == b"VP8L" and len(b) >= 25:
+        bits = _le(b, 21, 4)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(b) >= 30:
+        return _le(b, 24, 3) + 1, _le(b, 27, 3) + 1
+    return None
+
+
+def image_size(data) -> Optional[tuple[int, int]]:
+    """``(width, height)`` from the header of encoded PNG, JPEG, BMP, TIFF or WebP bytes, without
+    decoding; None for other or truncated headers."""
+    b = memoryview(data).cast("B")  # not sliced: a TIFF directory may sit at the end
+    head = bytes(b[:16])
+    try:
+        if head.startswith(b"\x89PNG\r\n\x1a\n") and len(b) >= 24:
+            return _be(b, 16, 4), _be(b, 20, 4)
+        if head.startswith(b"\xff\xd8"):
+            return _jpeg_size(b)
+        if head.startswith(b"BM") and len(b) >= 26:
+            return _bmp_size(b)
+        if head[:4] in (b"II*\x00", b"MM\x00*") and len(b) >= 8:
+            return _tiff_size(b)
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            return _webp_size(b)
+    except IndexError:
+        return None
+    return None
+
+
+def max_pixels() -> int:
+    """The pixel cap on decoded images: ``KERASXAI_MAX_PIXELS`` or 100 megapixels."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{MAX_PIXELS_ENV}='{raw}' is not a positive number of pixels: set it like 200000000 or unset it.")
+    return value
+
+
+def oversize_message(path, data) -> Optional[str]:
+    """Why the encoded image ``data`` of ``path`` is too large to decode, or None when it is not.
+
+    A small compressed file can decode to gigabytes; the header says the size first."""
+    size = image_size(data)
+    cap = max_pixels()
+    if size is None or size[0] * size[1] <= cap:
+        return None
+    w, h = size
+    return (f"image '{path}' is {w}x{h} ({w * h / 1e6:.1f} megapixels), above the cap of {cap / 1e6:g} megapixels: "
+            f"shrink it, or raise the cap with {MAX_PIXELS_ENV}=<pixels>.")
+
+
 def read_image(path: str) -> np.ndarray:
     """Decode ``path`` to (H, W, 3) uint8 RGB (grayscale replicated, alpha dropped)."""
     if not os.path.isfile(path):
         raise DataError(f"image '{path}' not found: fix the path or remove it from the annotations.")
     data = np.fromfile(path, np.uint8)
+    too_big = oversize_message(path, data)
+    if too_big:
+        raise DataError(too_big)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise DataError(f"image '{path}' could not be decoded (corrupt or unsupported format): replace or remove it.")
@@ -416,14 +534,29 @@ def read_labelme(root) -> list[Sample]:
     ]
 
 
+def mask_levels(m: np.ndarray) -> np.ndarray:
+    """A decoded mask on the 0..255 scale of ``data.mask_threshold``, whatever its bit depth:
+    integers by their type's maximum (uint16: / 257, as images go to 8 bits), floats as 0..1.
+
+    Float32, not rounded, so a 16-bit 0/1 mask stays above a threshold of 0."""
+    if m.dtype == np.uint8:
+        return m
+    if np.issubdtype(m.dtype, np.integer):
+        return m.astype(np.float32) * (255.0 / np.iinfo(m.dtype).max)
+    return m.astype(np.float32) * 255.0
+
+
 def _mask_file(h, w, path: str, threshold: int, image: str):
     data = np.fromfile(path, np.uint8)
+    too_big = oversize_message(path, data)
+    if too_big:
+        raise DataError(too_big)
     m = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if m is None:
         raise DataError(f"mask '{path}' (for '{image}') could not be decoded: replace it.")
     if m.ndim == 3:
         m = m[..., :3].max(axis=2)
-    return (m > threshold).astype(np.uint8)
+    return (mask_levels(m) > threshold).astype(np.uint8)
 
 
 def read_mask_dir(
