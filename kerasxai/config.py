@@ -147,30 +147,26 @@ def _wrap(exc: OmegaConfBaseException, where: str) -> ConfigError:
 
 
 def _load_mapping(path: Path) -> DictConfig:
-    """The YAML file at `path`, which must hold a mapping of keys (a list or scalar would only
-    fail later, deep inside the merge)."""
-    try:
-        loaded = OmegaConf.load(path)
-    except Exception as exc:  # yaml.YAMLError and friends; a scalar top level lands here too
-        kind = _top_level_kind(path)
-        if kind is None:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(exc).split())}") from exc
-        loaded = f"scalar ({kind})"
-    if not isinstance(loaded, DictConfig):
-        kind = loaded if isinstance(loaded, str) else "list"
-        raise ConfigError(f"config file '{path}': the top level is a {kind}, not a mapping of keys: "
-                          "write it as 'data: ...', 'model: ...' (see configs/).")
-    return loaded
-
-
-def _top_level_kind(path: Path) -> str | None:
-    """The type name of the YAML document's top level, or None when it does not parse."""
+    """The YAML file at `path`, which must hold a mapping of keys: a list or scalar would fail
+    deep inside the merge (OmegaConf even reads a lone word as a key)."""
     import yaml
 
+    def invalid(exc: Exception) -> ConfigError:
+        return ConfigError(f"config file '{path}' is not valid YAML: {' '.join(str(exc).split())}")
+
     try:
-        return type(yaml.safe_load(path.read_text())).__name__
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise invalid(exc) from exc
+    if doc is not None and not isinstance(doc, dict):
+        kind = "list" if isinstance(doc, list) else f"scalar ({type(doc).__name__})"
+        raise ConfigError(f"config file '{path}': the top level is a {kind}, not a mapping of keys: "
+                          "write it as 'data: ...', 'model: ...' (see configs/).")
+    try:
+        return OmegaConf.load(path)
+    except Exception as exc:  # what OmegaConf's stricter loader rejects (duplicate keys, ...)
+        raise invalid(exc) from exc
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -109,7 +109,7 @@ def test_range_edges_the_code_uses_are_accepted(cfg_file):
     assert cfg.data.max_images is None and cfg.data.mask_threshold == 0 and cfg.eval.overlay_tiles == 0
 
 
-@pytest.mark.parametrize("text, kind", [("- data\n- model\n", "list"), ("42\n", "scalar")])
+@pytest.mark.parametrize("text, kind", [("- data\n- model\n", "list"), ("42\n", "scalar"), ("mobilenet\n", "scalar")])
 def test_top_level_not_a_mapping_names_the_file(tmp_path, text, kind):
     path = tmp_path / "flat.yaml"
     path.write_text(text)
