@@ -400,14 +400,20 @@ def _png(rgb_or_gray: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def output_names(stem: str) -> dict[str, str]:
+    """The file names written for an image, by role (what predict checks before writing)."""
+    return {"overlay": f"{stem}_overlay.png", "mask": f"{stem}_mask.png", "json": f"{stem}.json"}
+
+
 def render_outputs(image: np.ndarray, result: Localization, stem: str, source: str = "") -> dict[str, bytes]:
     """The files written per image, as ``{file name: bytes}``: ``<stem>_overlay.png``,
     ``<stem>_mask.png`` (full resolution, 0/255) and ``<stem>.json``."""
-    files = {f"{stem}_overlay.png": _png(overlay(image, result)),
-             f"{stem}_mask.png": _png((result.mask > 0).astype(np.uint8) * 255)}
+    names = output_names(stem)
+    files = {names["overlay"]: _png(overlay(image, result)),
+             names["mask"]: _png((result.mask > 0).astype(np.uint8) * 255)}
     doc = result.to_dict(image=source)
-    doc["files"] = {"overlay": f"{stem}_overlay.png", "mask": f"{stem}_mask.png"}
-    files[f"{stem}.json"] = (json.dumps(doc, indent=2) + "\n").encode()
+    doc["files"] = {"overlay": names["overlay"], "mask": names["mask"]}
+    files[names["json"]] = (json.dumps(doc, indent=2) + "\n").encode()
     return files
 
 

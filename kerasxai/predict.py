@@ -5,17 +5,24 @@
 Per image ``<stem>_overlay.png``, ``<stem>_mask.png`` and ``<stem>.json`` appear in ``--out``
 (see :mod:`kerasxai.localize`), plus ``summary.csv`` for the whole batch. Every file is
 written to a temporary name and renamed, and an image's files only once all of them are
-encoded, so the folder never holds partial outputs. An unreadable image is reported on stderr
-and skipped; the exit code is then 1.
+encoded, so the folder never holds partial outputs: an image whose files cannot all be written
+keeps none. An unreadable or unwritable image is reported on stderr and in ``summary.csv``
+(status ``error``) and the batch goes on; the exit code is then 1.
+
+predict never overwrites a file it did not write: an ``--out`` that already holds one of the
+names it would write (a ground-truth ``<stem>_mask.png``, say) or an input image, that is a
+file, or that cannot be written is refused with exit code 2 before the model loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,8 +30,11 @@ PROG = "kerasxai.predict"
 
 
 def write_atomic(files: dict[str, bytes], out_dir: Path) -> None:
-    """Write all ``files`` (name -> bytes) to temporary names, then rename them into place."""
-    tmps = []
+    """Write all ``files`` (name -> bytes) to temporary names, then rename them into place.
+
+    All or nothing: on any failure the files already renamed are removed again (predict
+    checked beforehand that none of these names existed) and no temporary file is left."""
+    tmps, done = [], []
     try:
         for name, data in files.items():
             tmp = out_dir / f".{name}.tmp-{os.getpid()}"
@@ -33,28 +43,82 @@ def write_atomic(files: dict[str, bytes], out_dir: Path) -> None:
                 fh.write(data)
         for tmp, final in tmps:
             os.replace(tmp, final)
+            done.append(final)
+    except BaseException:
+        for final in done:
+            with contextlib.suppress(OSError):
+                final.unlink()
+        raise
     finally:
         for tmp, _ in tmps:
-            if tmp.exists():
-                tmp.unlink()
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def unique_stems(paths: list[Path]) -> list[str]:
-    """File stems, made unique within the batch (``a``, ``a-2``, ...) so outputs never collide."""
-    seen: dict[str, int] = {}
+    """File stems, made unique within the batch (``a``, ``a-2``, ...) so outputs never collide;
+    a suffixed stem skips names taken by other images (``a-2.png`` itself), ignoring case."""
+    counts: dict[str, int] = {}
+    used: set[str] = set()
     out = []
     for p in paths:
-        stem = p.stem
-        n = seen.get(stem, 0) + 1
-        seen[stem] = n
-        out.append(stem if n == 1 else f"{stem}-{n}")
+        stem, n = p.stem, counts.get(p.stem, 1)
+        name = stem if n == 1 else f"{stem}-{n}"
+        while name.casefold() in used:
+            n += 1
+            name = f"{stem}-{n}"
+        counts[stem] = n + 1
+        used.add(name.casefold())
+        out.append(name)
     return out
 
 
+def out_dir_problem(out_dir: Path) -> str | None:
+    """Why ``--out`` cannot take the outputs (a file, not writable), or None. Checked before the
+    model loads; a folder that does not exist yet needs a writable existing parent."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"--out '{out_dir}' is a file, not a folder: pass a new or empty folder"
+    if out_dir.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=out_dir):
+                pass
+        except OSError as exc:
+            return f"--out '{out_dir}' is not writable ({exc.strerror or exc}): pick a folder you can write to"
+        return None
+    parent = next(p for p in out_dir.absolute().parents if p.exists())
+    if not parent.is_dir():
+        return f"--out '{out_dir}': '{parent}' is a file, not a folder: pass a new or empty folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out '{out_dir}' cannot be created: '{parent}' is not writable: pick a folder you can write to"
+    return None
+
+
+def clash_problem(out_dir: Path, paths: list[Path], stems: list[str]) -> str | None:
+    """Why writing into ``--out`` could overwrite a file predict did not write, or None: an
+    input image lies in it, or it already holds a name predict would write."""
+    from kerasxai.localize import output_names
+
+    if not out_dir.is_dir():
+        return None
+    here = out_dir.resolve()
+    for path in paths:
+        if path.resolve().parent == here:
+            return (f"--out '{out_dir}' holds the input image '{path}': pick an empty or new --out folder, "
+                    "so inputs and annotations are never overwritten")
+    existing = set(os.listdir(out_dir))
+    for name in [SUMMARY] + [n for stem in stems for n in output_names(stem).values()]:
+        if name in existing:
+            return (f"--out '{out_dir}' already holds '{out_dir / name}', which predict would overwrite: "
+                    "pick an empty or new --out folder")
+    return None
+
+
+SUMMARY = "summary.csv"
 SUMMARY_FIELDS = ["image", "status", "verdict", "max_score", "regions", "tiles", "height", "width", "json", "error"]
 
 
 def summary_csv(rows: list[dict]) -> bytes:
+    """The batch table: one row per image, in input order (status ok or error)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -67,7 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--run", required=True,
                    help="training run folder (config.yaml + best.keras) or the name of a shipped model")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images")
-    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--out", required=True,
+                   help="output folder (created if missing); must not already hold files predict would write")
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of the run")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default eval.batch_size)")
     p.add_argument("--threshold", type=float, default=None,
@@ -78,12 +143,74 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: the OS reason for I/O errors, else type and message."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+    return " ".join(str(text).split())
+
+
+def predict_batch(localizer, paths: list[Path], stems: list[str], out_dir: Path, progress: bool = True) -> list[dict]:
+    """Localize ``paths`` and write each image's files; the summary rows, in input order.
+
+    An image that cannot be read, rendered or written becomes an ``error`` row (its files all
+    removed) and the others go on."""
     from tqdm import tqdm
 
+    from kerasxai.localize import LocalizeError, OutputQueue, load_image, render_outputs
+
+    rows: list[dict] = []
+    timings = localizer.timings
+    bar = tqdm(total=len(paths), unit="img", desc="predict", disable=not progress, file=sys.stderr)
+
+    def error_row(row: dict, path: Path, msg: str) -> None:
+        bar.write(f"{PROG}: error: {msg} (skipped)", file=sys.stderr)
+        row.clear()
+        row.update({"image": str(path), "status": "error", "error": msg})
+
+    def items():
+        for path, stem in zip(paths, stems):
+            t0 = time.perf_counter()
+            try:
+                image = load_image(path)
+            except LocalizeError as exc:
+                rows.append({})
+                error_row(rows[-1], path, str(exc))
+                bar.update(1)
+                continue
+            finally:
+                timings["read"] += time.perf_counter() - t0
+            yield (path, stem, image), image
+
+    def render_and_write(image, result, stem, path, row):
+        t0 = time.perf_counter()
+        try:
+            files = render_outputs(image, result, stem, source=str(path))
+            t1 = time.perf_counter()
+            write_atomic(files, out_dir)
+            timings["render"] += t1 - t0
+            timings["write"] += time.perf_counter() - t1
+        except Exception as exc:  # one image's failure must not lose the batch
+            error_row(row, path, f"cannot write the outputs of '{path}' to '{out_dir}': {one_line(exc)}; none kept")
+        finally:
+            bar.update(1)
+
+    with OutputQueue() as outputs:  # encode and write while the model runs the next batch
+        for (path, stem, image), result in localizer.localize_stream(items()):
+            h, w = result.heatmap.shape
+            rows.append({"image": str(path), "status": "ok", "verdict": result.verdict,
+                         "max_score": f"{result.max_score:.6f}", "regions": len(result.regions),
+                         "tiles": len(result.positions), "height": h, "width": w, "json": f"{stem}.json", "error": ""})
+            outputs.submit(render_and_write, image, result, stem, path, rows[-1])
+    bar.close()
+    order = {str(p): i for i, p in enumerate(paths)}
+    rows.sort(key=lambda r: order.get(r["image"], -1))
+    return rows
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     from kerasxai.config import ConfigError
-    from kerasxai.localize import Localizer, LocalizeError, OutputQueue, collect_images, load_image, render_outputs
+    from kerasxai.localize import Localizer, collect_images
 
     def fail(msg: str) -> None:
         print(f"{PROG}: error: {msg}", file=sys.stderr)
@@ -98,64 +225,37 @@ def main(argv=None) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         fail(f"--batch-size must be >= 1, got {args.batch_size}")
         return 2
+    out_dir = Path(args.out)
+    paths, errors = collect_images(args.inputs)
+    stems = unique_stems(paths)
+    problem = out_dir_problem(out_dir) or clash_problem(out_dir, paths, stems)
+    if problem:
+        fail(problem)
+        return 2
     try:
         localizer = Localizer.from_run(run, which=args.which, batch_size=args.batch_size,
                                        score_threshold=args.threshold, pixel_threshold=args.pixel_threshold)
     except (ConfigError, FileNotFoundError, OSError, ValueError) as exc:
         fail(f"cannot load run '{run}': {exc}")
         return 2
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot create --out '{out_dir}': {one_line(exc)}: pick a folder you can write to")
+        return 2
 
-    paths, errors = collect_images(args.inputs)
     for msg in errors:
         fail(msg)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stems = unique_stems(paths)
-    rows: list[dict] = []
-    failed = len(errors)
-    timings = localizer.timings
-    bar = tqdm(total=len(paths), unit="img", desc="predict", disable=args.no_progress, file=sys.stderr)
-
-    def items():
-        nonlocal failed
-        for path, stem in zip(paths, stems):
-            t0 = time.perf_counter()
-            try:
-                image = load_image(path)
-            except LocalizeError as exc:
-                failed += 1
-                bar.write(f"{PROG}: error: {exc} (skipped)", file=sys.stderr)
-                rows.append({"image": str(path), "status": "error", "error": str(exc)})
-                bar.update(1)
-                continue
-            finally:
-                timings["read"] += time.perf_counter() - t0
-            yield (path, stem, image), image
-
-    def render_and_write(image, result, stem, path):
-        t0 = time.perf_counter()
-        files = render_outputs(image, result, stem, source=str(path))
-        t1 = time.perf_counter()
-        write_atomic(files, out_dir)
-        timings["render"] += t1 - t0
-        timings["write"] += time.perf_counter() - t1
-        bar.update(1)
-
-    counts = {"defective": 0, "good": 0}
-    with OutputQueue() as outputs:  # encode and write while the model runs the next batch
-        for (path, stem, image), result in localizer.localize_stream(items()):
-            outputs.submit(render_and_write, image, result, stem, path)
-            counts[result.verdict] += 1
-            h, w = result.heatmap.shape
-            rows.append({"image": str(path), "status": "ok", "verdict": result.verdict,
-                         "max_score": f"{result.max_score:.6f}", "regions": len(result.regions),
-                         "tiles": len(result.positions), "height": h, "width": w, "json": f"{stem}.json", "error": ""})
-    bar.close()
-    order = {str(p): i for i, p in enumerate(paths)}
-    rows.sort(key=lambda r: order.get(r["image"], -1))
-    write_atomic({"summary.csv": summary_csv(rows)}, out_dir)
-    print(f"{PROG}: {counts['defective']} defective, {counts['good']} good, {failed} failed -> "
-          f"{out_dir / 'summary.csv'}", file=sys.stderr)
+    rows = predict_batch(localizer, paths, stems, out_dir, progress=not args.no_progress)
+    failed = len(errors) + sum(r["status"] == "error" for r in rows)
+    try:
+        write_atomic({SUMMARY: summary_csv(rows)}, out_dir)
+    except OSError as exc:
+        fail(f"cannot write '{out_dir / SUMMARY}': {one_line(exc)}")
+        return 1
+    verdicts = [r.get("verdict") for r in rows if r["status"] == "ok"]
+    print(f"{PROG}: {verdicts.count('defective')} defective, {verdicts.count('good')} good, {failed} failed -> "
+          f"{out_dir / SUMMARY}", file=sys.stderr)
     return 1 if failed else 0
 
 

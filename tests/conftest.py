@@ -18,3 +18,21 @@ def deeppcb_root() -> Path:
     if not (DEEPPCB / "PCBData" / "trainval.txt").is_file():
         pytest.skip(f"DeepPCB not found at {DEEPPCB} (../shared/datasets/deeppcb beside the checkout)")
     return DEEPPCB
+
+
+@pytest.fixture(scope="session")
+def standin_run(tmp_path_factory) -> Path:
+    """A run folder predict can load without training: the CAM-by-construction stand-in model
+    of tests/test_localize.py as ``best.keras`` beside a real resolved ``config.yaml`` (64 px
+    tiles, overlap 8, batches of 4)."""
+    from kerasxai.config import load_config
+    from kerasxai.runs import write_config
+    from test_localize import standin_model
+
+    run = tmp_path_factory.mktemp("runs") / "standin-20260101-000000"
+    run.mkdir()
+    cfg = load_config(None, ["data.reader=synthetic", "model.name=mobilenetv3_large_d", "data.tile.size=64",
+                             "data.tile.overlap=8", "eval.batch_size=4"])
+    write_config(run, cfg)
+    standin_model(64).save(run / "best.keras")
+    return run

@@ -1,12 +1,14 @@
 """``python -m kerasxai.predict``: files per image, summary CSV, bad input, no partial files.
 
-The run folder holds the CAM-by-construction stand-in model of tests/test_localize.py (see its
-docstring for why), saved as ``best.keras`` next to a real resolved ``config.yaml``.
+The run folder (``standin_run`` in tests/conftest.py) holds the CAM-by-construction stand-in
+model of tests/test_localize.py (see its docstring for why), saved as ``best.keras`` next to a
+real resolved ``config.yaml``.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import subprocess
@@ -18,23 +20,15 @@ import numpy as np
 import pytest
 
 from kerasxai import predict
-from kerasxai.config import load_config
-from kerasxai.runs import write_config
-from test_localize import iou, standin_model, synthetic_board
+from test_localize import iou, synthetic_board
 
 REPO = Path(__file__).resolve().parents[1]
 TRUTH = [(30, 40, 46, 56), (120, 20, 134, 34)]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "standin-20260101-000000"
-    run.mkdir()
-    cfg = load_config(None, ["data.reader=synthetic", "model.name=mobilenetv3_large_d", "data.tile.size=64",
-                             "data.tile.overlap=8", "eval.batch_size=4"])
-    write_config(run, cfg)
-    standin_model(64).save(run / "best.keras")
-    return run
+@pytest.fixture()
+def run_dir(standin_run) -> Path:
+    return standin_run  # tests/conftest.py
 
 
 @pytest.fixture()
@@ -96,10 +90,22 @@ def test_clean_batch_exits_zero_and_thresholds_apply(run_dir, images, tmp_path):
     assert not cv2.imread(str(out2 / "board_a_mask.png"), cv2.IMREAD_UNCHANGED).any()
 
 
-def test_write_atomic_leaves_nothing_partial(tmp_path):
+def test_write_atomic_leaves_nothing_partial(tmp_path, monkeypatch):
     with pytest.raises(TypeError):
         predict.write_atomic({"a.png": b"ok", "a.json": None}, tmp_path)  # second part fails
     assert list(tmp_path.iterdir()) == []
+    real_replace = os.replace
+
+    def replace(src, dst):  # the second rename fails after the first one landed
+        if Path(dst).name == "a.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError):
+        predict.write_atomic({"a.png": b"1", "a.json": b"2"}, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
     predict.write_atomic({"a.png": b"1", "a.json": b"2"}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.png"]
 
@@ -107,6 +113,9 @@ def test_write_atomic_leaves_nothing_partial(tmp_path):
 def test_unique_stems():
     paths = [Path("x/a.png"), Path("y/a.jpg"), Path("b.png"), Path("z/a.png")]
     assert predict.unique_stems(paths) == ["a", "a-2", "b", "a-3"]
+    # a suffixed stem never takes the name of another image, whatever the case
+    paths = [Path("a-2.png"), Path("x/a.png"), Path("y/a.png"), Path("B.png"), Path("z/b.png")]
+    assert predict.unique_stems(paths) == ["a-2", "a", "a-3", "B", "b-2"]
 
 
 def _cli(*args, cwd=REPO):
@@ -129,3 +138,25 @@ def test_cli_subprocess_exit_code(run_dir, images, tmp_path):
     assert r.returncode == 1, r.stderr
     assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
     assert sorted(p.name for p in out.iterdir()) == ["small.json", "small_mask.png", "small_overlay.png", "summary.csv"]
+
+
+def test_unwritable_output_fails_that_image_only(run_dir, images, tmp_path, monkeypatch):
+    """A write failing for one image (disk full on its mask) drops all of that image's files,
+    shows it as an error row in summary.csv, and the others are still written (exit 1)."""
+    (images / "broken.jpg").unlink()
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == "board_b_mask.png":
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "preds"
+    assert predict.main(["--run", str(run_dir), str(images), "--out", str(out), "--no-progress"]) == 1
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{s}{suffix}" for s in ("board_a", "small")
+                           for suffix in ("_overlay.png", "_mask.png", ".json")) + ["summary.csv"]
+    rows = {Path(r["image"]).name: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert [rows[n]["status"] for n in ("board_a.png", "board_b.png", "small.png")] == ["ok", "error", "ok"]
+    assert "No space left on device" in rows["board_b.png"]["error"] and rows["board_b.png"]["json"] == ""
