@@ -6,7 +6,7 @@ model on fixed-size batches (the last batch is zero-padded, so a jit-compiled pr
 is traced once, not once per image), and puts the per-tile maps back into one full-resolution
 map with :func:`kerasxai.data.tiling.stitch`.
 
-Per tile, as in the evaluation protocol (DESIGN.md): the native heatmap is upsampled
+Per tile, as in the evaluation protocol (docs/design.md): the native heatmap is upsampled
 bilinearly to the tile size and min-max normalized to 0..1 over its valid (non-padding) pixels, as
 :func:`kerasxai.metrics.protocol.prepare_maps` does for evaluation; a tile whose score is at or below
 ``score_threshold`` contributes no defect evidence: its map is zero, yet it still counts in
@@ -234,7 +234,7 @@ class Localizer:
     """Runs a ``{"score", "heatmap"}`` tile model over full images.
 
     Args:
-        model: a kerasxai model (DESIGN.md contract) taking (B, S, S, 3) raw pixels.
+        model: a kerasxai model (the model contract, docs/design.md) taking (B, S, S, 3) raw pixels.
         tile_size, overlap: the tiling the model was trained with (``cfg.data.tile``).
         score_threshold: tiles at or below it are "good" (``cfg.eval.score_threshold``).
         pixel_threshold: on the 0..255 normalized map (``cfg.eval.pixel_threshold``).
