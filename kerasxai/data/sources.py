@@ -271,7 +271,8 @@ def _need_file(path: Path, what: str) -> str:
     return str(path)
 
 
-def _deeppcb_mask(h, w, ann: str):
+def deeppcb_boxes(ann: str) -> list[list[float]]:
+    """The defect boxes ``[x1, y1, x2, y2]`` of a DeepPCB annotation file (type column dropped)."""
     boxes = []
     try:
         with open(ann) as f:
@@ -288,7 +289,11 @@ def _deeppcb_mask(h, w, ann: str):
         if isinstance(exc, DataError):
             raise
         raise DataError(f"annotation '{ann}': not numbers ({exc}).") from None
-    return boxes_mask(h, w, boxes, f"annotation '{ann}'", "corners")
+    return boxes
+
+
+def _deeppcb_mask(h, w, ann: str):
+    return boxes_mask(h, w, deeppcb_boxes(ann), f"annotation '{ann}'", "corners")
 
 
 def read_deeppcb(root, list_file: str = "trainval.txt", templates: bool = True) -> list[Sample]:
