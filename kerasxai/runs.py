@@ -8,7 +8,8 @@ A run folder is ``<train.runs_dir>/<name>-<YYYYmmdd-HHMMSS>/`` holding
 - ``state.json``    how far training got (next epoch, best monitored value, LR-schedule state);
 - ``history.csv``   one row per epoch (Keras CSVLogger, appended on resume);
 - ``tensorboard/``  TensorBoard logs;
-- ``summary.json``  val/test loss and accuracy, epochs, wall time, backend, versions.
+- ``summary.json``  val/test loss and accuracy, epochs, wall time, backend, versions;
+- ``.lock``         while a train / resume / tune trial uses the folder: the PID of that process.
 
 Every file is written to a temporary name first and moved into place with ``os.replace``,
 so an interrupted run leaves the previous good file readable. A new run never reuses an
@@ -17,6 +18,8 @@ existing folder: a collision gets a ``-2``, ``-3``, ... suffix.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -32,6 +35,7 @@ STATE = "state.json"
 HISTORY = "history.csv"
 SUMMARY = "summary.json"
 TENSORBOARD = "tensorboard"
+LOCK = ".lock"
 
 
 class RunError(ValueError):
@@ -120,6 +124,84 @@ def read_state(run_dir: str | Path) -> dict | None:
 
 def write_state(run_dir: str | Path, state: dict) -> None:
     atomic_write_json(Path(run_dir) / STATE, state)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (a zombie counts), without signalling it where /proc exists."""
+    if pid == os.getpid():
+        return True
+    if Path("/proc/self").is_dir():
+        return Path(f"/proc/{pid}").exists()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_pid(fd: int) -> int | None:
+    """The PID written in an open lock file (None while its holder has not written it yet)."""
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd` (not removed or replaced since)."""
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _acquire(run_dir: Path) -> int:
+    """An fd holding ``flock`` on ``run_dir/.lock`` with this PID in it, or a RunError.
+
+    The kernel drops a lock when its holder dies; a lock still held while the PID in the file is
+    gone (a forked child kept the fd) is stale and taken over by replacing the file.
+    """
+    path = run_dir / LOCK
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _lock_pid(fd)
+            stale = pid is not None and not _pid_alive(pid) and _same_file(fd, path)
+            os.close(fd)
+            if stale:
+                path.unlink(missing_ok=True)
+                continue
+            holder = f"process {pid}" if pid is not None else "another process"
+            raise RunError(f"run folder '{run_dir}' is in use by {holder} (a train, resume or tune trial): "
+                           "wait for it to finish or stop it, then run again") from None
+        if not _same_file(fd, path):  # replaced by a takeover meanwhile: lock the new file
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+    raise RunError(f"run folder '{run_dir}': could not take '{path}' (it keeps changing): run again")
+
+
+@contextlib.contextmanager
+def lock_run(run_dir: str | Path):
+    """Exclusive use of a run folder for the duration of the block, so two processes never
+    train into the same folder; ``.lock`` is removed again on the way out."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"'{run_dir}' is not a run folder: pass a folder written by python -m kerasxai.train")
+    fd = _acquire(run_dir)
+    try:
+        yield run_dir
+    finally:
+        if _same_file(fd, run_dir / LOCK):
+            (run_dir / LOCK).unlink(missing_ok=True)
+        os.close(fd)
 
 
 def resolve_run(run: str | Path) -> Path:

@@ -2,7 +2,9 @@
 
 Trains one model into a new run folder ``runs/<name>-<timestamp>/`` (see kerasxai.runs), or
 continues an interrupted run in place with ``--resume`` (then ``--config`` may be omitted:
-the run's own config.yaml is used; ``key=value`` overrides still apply, e.g. train.epochs=30).
+the run's own config.yaml is used; ``key=value`` overrides of train.* and eval.* keys still
+apply, e.g. train.epochs=30). Ctrl-C stops at the next batch end, keeps the completed epochs,
+prints the ``--resume`` command and exits 130; exit 2 on bad input (or a run folder in use).
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ def main(argv=None) -> int:
     except (ConfigError, RunError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: continue with --resume <run folder> (the last completed epoch is kept)", file=sys.stderr)
+    except training.TrainingInterrupted as exc:
+        print(f"\n{exc.hint()}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before a run folder existed
+        print("\ninterrupted before training started: no run folder was changed", file=sys.stderr)
         return 130
     keys = ("val_loss", "val_accuracy", "test_loss", "test_accuracy", "epochs", "first_epoch_seconds",
             "seconds_per_epoch", "cpu_seconds_per_epoch", "wall_time_s")

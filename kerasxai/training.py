@@ -1,7 +1,9 @@
 """Training library: datasets + model + optimizer + callbacks, fit, resume (thesis table 3.1).
 
 `train(cfg)` runs one training into a fresh run folder (see :mod:`kerasxai.runs`);
-`resume(run_dir)` continues an interrupted run from its last completed epoch.
+`resume(run_dir)` continues an interrupted run from its last completed epoch. Ctrl-C stops
+training at the next batch end: the epoch in progress is dropped, the completed ones are kept
+(:class:`TrainingInterrupted`).
 The model keeps its {"score", "heatmap"} outputs during training; only the score gets a
 loss (binary cross-entropy) and metrics (accuracy, AUC, precision, recall), so the saved
 checkpoints are the full locator, ready for evaluate / predict / export.
@@ -10,8 +12,14 @@ checkpoints are the full locator, ready for evaluate / predict / export.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
+import os
+import shutil
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -24,6 +32,8 @@ from kerasxai.config import Config, ConfigError
 from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}
+# train.* keys a resume may not change: they change the optimizer's variables, the batches or the folder
+RESUME_FIXED = ("train.batch_size", "train.optimizer", "train.schedule", "train.runs_dir")
 SCHEDULES = ("cosine", "plateau")
 WARMUP_START = 0.01  # the cosine schedule warms up from this share of the peak learning rate
 COSINE_FLOOR = 0.01  # ... and decays to this share of it at the last step
@@ -73,6 +83,35 @@ def check_config(cfg: Config) -> None:
     w = cfg.model.weights
     if w not in (None, "", "imagenet"):
         need(Path(w).is_file(), "model.weights", f"file '{w}' not found (null, imagenet or a .weights.h5 path)")
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    """``{"a.b.c": value}`` for a nested dict (a None or empty section is one leaf)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _resume_may_change(key: str) -> bool:
+    fixed = any(key == f or key.startswith(f + ".") for f in RESUME_FIXED)
+    return key.startswith("eval.") or (key.startswith("train.") and not fixed)
+
+
+def check_resume_overrides(stored: Config, cfg: Config, run_dir) -> None:
+    """Refuse a resume whose overrides change the model, the data or the batch size (the saved
+    weights and optimizer state would not fit them); train.* keys such as train.epochs and eval.*
+    may change."""
+    old, new = _leaves(dataclasses.asdict(stored)), _leaves(dataclasses.asdict(cfg))
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key) and not _resume_may_change(key):
+            raise ConfigError(
+                f"key '{key}': --resume cannot change it ({old.get(key)!r} in {Path(run_dir) / runs.CONFIG}); "
+                f"a resume may change eval.* and train.* but {', '.join(RESUME_FIXED)} (e.g. train.epochs): "
+                "start a new run with --config for the rest")
 
 
 # ---------------------------------------------------------------- model and optimizer
@@ -249,6 +288,18 @@ def _capped(ds, n: int, cap: Optional[int]):
     return ds.shard(k, 0), math.ceil(n / k)
 
 
+def check_splits(prepared_dir) -> dict:
+    """Tiles per split; a ConfigError when train or val has none (training needs both)."""
+    from kerasxai.data.pipeline import count_tiles
+
+    counts = {s: count_tiles(prepared_dir, s) for s in ("train", "val", "test")}
+    for split in ("train", "val"):
+        if counts[split] == 0:
+            raise ConfigError(f"the '{split}' split of '{prepared_dir}' has no tiles: use more images "
+                              "(data.max_images) or other data.split ratios")
+    return counts
+
+
 def epoch_steps(cfg: Config, prepared_dir, batch_size: int) -> int:
     """Batches an epoch: one pass over the training tiles, capped by ``train.steps_per_epoch``."""
     from kerasxai.data.pipeline import count_tiles
@@ -261,15 +312,11 @@ def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[
     """Train / val / test ``tf.data`` pipelines with Keras targets for `output_names`."""
     import tensorflow as tf
 
-    from kerasxai.data.pipeline import count_tiles, load_split, training_dataset
+    from kerasxai.data.pipeline import load_split, training_dataset
 
     bs = int(batch_size or cfg.train.batch_size)
     t = cfg.train
-    counts = {s: count_tiles(prepared_dir, s) for s in ("train", "val", "test")}
-    for split in ("train", "val"):
-        if counts[split] == 0:
-            raise ConfigError(f"the '{split}' split of '{prepared_dir}' has no tiles: use more images "
-                              "(data.max_images) or other data.split ratios")
+    counts = check_splits(prepared_dir)
     with_targets = lambda ds: ds.map(  # noqa: E731
         lambda x, y: (x, targets(y, output_names)), num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -318,6 +365,122 @@ def _with_teacher_labels(ds, teacher_model, batch_size: int):
     hard = (np.concatenate(preds) > 0.5).astype("float32") if preds else np.zeros(0, "float32")
     teacher = tf.data.Dataset.from_tensor_slices(hard)
     return tf.data.Dataset.zip((ds, teacher)).map(lambda e, t: dict(e, label=e["label"] + 2.0 * t))
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; `run_dir` keeps the epochs completed before it (if any)."""
+
+    def __init__(self, run_dir=None):
+        super().__init__(str(run_dir or ""))
+        self.run_dir = Path(run_dir) if run_dir else None
+
+    def hint(self) -> str:
+        """The one line a CLI prints: how to continue, or that nothing was kept."""
+        import shlex
+
+        if self.run_dir is None or not (self.run_dir / runs.CONFIG).is_file():
+            return "interrupted before the first epoch completed: nothing was kept"
+        return ("interrupted: the completed epochs are kept; continue with "
+                f"python -m kerasxai.train --resume {shlex.quote(str(self.run_dir))}")
+
+
+class SigintStop:
+    """SIGINT (Ctrl-C, ``kill -INT``) as a request to stop training at the next batch end.
+
+    Used as a context manager (nested uses share one handler, the outermost restores the
+    previous one). While :func:`fit` trains, the first SIGINT only sets `requested` (read by
+    :class:`GracefulStop`), even when SIGINT was ignored (a background job of a shell script);
+    a second one raises KeyboardInterrupt. Otherwise SIGINT goes to the previous handler.
+    Keras may swallow a KeyboardInterrupt raised deep in a training step, hence the flag.
+    """
+
+    MESSAGE = b"\nCtrl-C: stopping at the end of this batch (press Ctrl-C again to abort at once)\n"
+
+    def __init__(self):
+        self.requested = False
+        self.training = False
+        self._depth = 0
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if not self.training:
+            return self._pass_on(signum, frame)
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        os.write(2, self.MESSAGE)  # async-signal-safe, unlike print
+
+    def _pass_on(self, signum, frame):
+        """Outside training: what the previous handler does (ignore, call it, KeyboardInterrupt)."""
+        if self._previous == signal.SIG_IGN:
+            return None
+        if callable(self._previous):
+            return self._previous(signum, frame)
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        if self._depth == 0:
+            self.requested = False
+            if threading.current_thread() is threading.main_thread():
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+                self._installed = True
+            else:
+                self._installed = False
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        self._depth -= 1
+        if self._depth == 0 and self._installed:
+            previous = self._previous if self._previous is not None else signal.SIG_DFL
+            signal.signal(signal.SIGINT, previous)
+            self._previous, self._installed = None, False
+        return False
+
+    @contextmanager
+    def fitting(self):
+        """The block in which SIGINT is a stop request (model.fit)."""
+        with self:
+            was, self.training = self.training, True
+            try:
+                yield self
+            finally:
+                self.training = was
+
+
+SIGINT_STOP = SigintStop()
+
+
+class GracefulStop(keras.callbacks.Callback):
+    """Ends fit once ``stop.requested``: training stops at the batch end, validation at once,
+    and the epoch in progress is dropped (on_epoch_begin / on_epoch_end raise
+    TrainingInterrupted before later callbacks checkpoint or log it), so it must come first."""
+
+    def __init__(self, stop: SigintStop, run_dir):
+        super().__init__()
+        self.stop = stop
+        self.run_dir = run_dir
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.stop.requested:
+            self.model.stop_training = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self.stop.requested:
+            self.model.stop_evaluating = True
+
+    def _drop_epoch(self):
+        if self.stop.requested:
+            raise TrainingInterrupted(self.run_dir)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._drop_epoch()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._drop_epoch()
 
 
 # ---------------------------------------------------------------- callbacks
@@ -369,13 +532,15 @@ class RunCheckpoint(keras.callbacks.Callback):
     monitored value improved, then ``state.json`` — each written atomically, in that order,
     so an interruption at any point leaves a readable checkpoint and a consistent state."""
 
-    def __init__(self, run_dir, monitor_key: str, mode: str, state: dict, reduce_lr=None):
+    def __init__(self, run_dir, monitor_key: str, mode: str, state: dict, reduce_lr=None, started=None):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.monitor_key = monitor_key
         self.mode = mode
         self.state = dict(state)
         self.reduce_lr = reduce_lr
+        self.base_seconds = float(state.get("train_seconds", 0.0))
+        self.started = time.perf_counter() if started is None else started
 
     def _better(self, value, best) -> bool:
         if best is None or not np.isfinite(best):
@@ -397,6 +562,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.state[key] = list(self.state.get(key, [])) + [logs.get(key)]
         if self.reduce_lr is not None:
             self.state["reduce_lr"] = self.reduce_lr.state()
+        # kept up to date every epoch, so a killed run still tells how long it trained
+        self.state["train_seconds"] = self.base_seconds + (time.perf_counter() - self.started)
         runs.write_state(self.run_dir, self.state)
 
 
@@ -467,12 +634,15 @@ def _load_teacher(cfg: Config, model):
 
 
 def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: Optional[int] = None,
-        learning_rate: Optional[float] = None, callbacks=(), verbose=1, progress: bool = True) -> dict:
+        learning_rate: Optional[float] = None, callbacks=(), verbose=1, progress: bool = True,
+        prepared=None) -> dict:
     """Train `cfg` into the (existing) `run_dir`; returns the summary dict (also summary.json).
 
     With `resume`, weights and optimizer state come from ``last.keras`` and training starts at
     the epoch after the last completed one. `model` may be a compiled model to train (the
-    tuner passes the one it built); `batch_size` / `learning_rate` override ``cfg.train``.
+    tuner passes the one it built); `batch_size` / `learning_rate` override ``cfg.train``;
+    `prepared` is the prepared dataset folder when the caller already made it. Ctrl-C raises
+    :class:`TrainingInterrupted` after the last completed epoch was saved.
     """
     from kerasxai.data.pipeline import prepare_dataset
 
@@ -485,7 +655,7 @@ def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: O
     keras.utils.set_random_seed(t.seed)
     n_devices = setup_data_parallel(cfg, bs)
 
-    prepared = prepare_dataset(cfg, progress=progress)
+    prepared = prepared or prepare_dataset(cfg, progress=progress)
     state = runs.read_state(run_dir) if resume else None
     state = state or {"next_epoch": 0, "best": None, "train_seconds": 0.0}
     initial_epoch = int(state["next_epoch"])
@@ -513,8 +683,10 @@ def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: O
             min_lr=t.reduce_lr.min_lr, verbose=1, initial_state=state.get("reduce_lr"))
     history_path = run_dir / runs.HISTORY
     _trim_history(history_path, initial_epoch)
-    checkpoint = RunCheckpoint(run_dir, monitor, mode, state, reduce_lr)
+    t0 = time.perf_counter()
+    checkpoint = RunCheckpoint(run_dir, monitor, mode, state, reduce_lr, started=t0)
     cbs = [
+        GracefulStop(SIGINT_STOP, run_dir),  # first: an interrupted epoch reaches no other callback
         EpochClock(),
         *([reduce_lr] if reduce_lr is not None else [LearningRateLog()]),
         keras.callbacks.CSVLogger(str(history_path), append=initial_epoch > 0),
@@ -522,11 +694,13 @@ def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: O
         checkpoint,
         *callbacks,
     ]
-    t0 = time.perf_counter()
     try:
-        if initial_epoch < t.epochs:
-            model.fit(data.train, validation_data=data.val, epochs=t.epochs, initial_epoch=initial_epoch,
-                      steps_per_epoch=data.steps_per_epoch, callbacks=cbs, verbose=verbose, shuffle=False)
+        with SIGINT_STOP.fitting() as stop:
+            if initial_epoch < t.epochs:
+                model.fit(data.train, validation_data=data.val, epochs=t.epochs, initial_epoch=initial_epoch,
+                          steps_per_epoch=data.steps_per_epoch, callbacks=cbs, verbose=verbose, shuffle=False)
+            if stop.requested:  # Ctrl-C after the last epoch's checks: stop before evaluating
+                raise TrainingInterrupted(run_dir)
     finally:
         st = runs.read_state(run_dir) or checkpoint.state
         st["train_seconds"] = float(state.get("train_seconds", 0.0)) + (time.perf_counter() - t0)
@@ -579,33 +753,91 @@ def finish(cfg: Config, run_dir, model, data: Data, state: dict, batch_size: int
     return summary
 
 
+def prepare_checked(cfg: Config, progress: bool = True) -> Path:
+    """The prepared dataset of `cfg`, with train and val tiles (ConfigError otherwise)."""
+    from kerasxai.data.pipeline import prepare_dataset
+
+    prepared = prepare_dataset(cfg, progress=progress)
+    check_splits(prepared)
+    return prepared
+
+
+@contextmanager
+def _interrupts_name(run_dir: Path):
+    """A KeyboardInterrupt leaving the block becomes TrainingInterrupted(run_dir), so the CLI
+    can say how to continue."""
+    try:
+        yield
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise TrainingInterrupted(run_dir) from exc
+
+
+def _completed_epochs(run_dir: Path) -> int:
+    try:
+        return int((runs.read_state(run_dir) or {}).get("next_epoch", 0))
+    except runs.RunError:
+        return 0
+
+
+@contextmanager
+def _removed_if_unstarted(run_dir: Path, created: bool):
+    """A failure before the first epoch completed removes a run folder this call created, so
+    failed starts leave no empty run folders behind."""
+    try:
+        yield
+    except BaseException:
+        if created and not _completed_epochs(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            print(f"removed the run folder {run_dir}: no epoch completed")
+        raise
+
+
 def train(cfg: Config, *, model=None, batch_size: Optional[int] = None, learning_rate: Optional[float] = None,
           callbacks=(), verbose=1, run_dir=None, progress: bool = True) -> tuple[Path, dict]:
-    """One training run into a new run folder: ``(run_dir, summary)``."""
+    """One training run into a new run folder: ``(run_dir, summary)``.
+
+    Config, data (both splits non-empty) and weights file are checked before the folder is
+    made; the folder is locked while training (:func:`kerasxai.runs.lock_run`).
+    """
     check_config(cfg)
     if batch_size is not None:
         cfg.train.batch_size = int(batch_size)
     if learning_rate is not None:
         cfg.train.learning_rate = float(learning_rate)
+    prepared = prepare_checked(cfg, progress=progress)
+    created = run_dir is None or not Path(run_dir).exists()
     run_dir = Path(run_dir) if run_dir is not None else runs.new_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_config(run_dir, cfg)
-    runs.write_state(run_dir, {"next_epoch": 0, "best": None, "train_seconds": 0.0})
-    print(f"run folder: {run_dir}")
-    summary = fit(cfg, run_dir, model=model, callbacks=callbacks, verbose=verbose, progress=progress)
+    with runs.lock_run(run_dir), _interrupts_name(run_dir), _removed_if_unstarted(run_dir, created):
+        runs.write_config(run_dir, cfg)
+        runs.write_state(run_dir, {"next_epoch": 0, "best": None, "train_seconds": 0.0})
+        print(f"run folder: {run_dir}")
+        summary = fit(cfg, run_dir, model=model, callbacks=callbacks, verbose=verbose, progress=progress,
+                      prepared=prepared)
     return run_dir, summary
 
 
 def resume(run_dir, overrides=(), *, callbacks=(), verbose=1, progress: bool = True) -> tuple[Path, dict]:
-    """Continue an interrupted run in place (``--resume``): completed epochs are not repeated."""
+    """Continue an interrupted run in place (``--resume``): completed epochs are not repeated.
+
+    Overrides that change the model, the data or the batch size are refused before anything is
+    written (:func:`check_resume_overrides`); the folder is locked while training.
+    """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise runs.RunError(f"'{run_dir}' is not a run folder: pass a folder written by python -m kerasxai.train")
+    stored = runs.run_config(run_dir)
     cfg = runs.run_config(run_dir, overrides)
+    check_resume_overrides(stored, cfg, run_dir)
     check_config(cfg)
-    if overrides:
-        runs.write_config(run_dir, cfg)
-    state = runs.read_state(run_dir)
-    if state and state.get("next_epoch", 0) > 0 and not (run_dir / runs.LAST).is_file():
-        raise runs.RunError(f"'{run_dir / runs.LAST}' is missing: this run cannot be resumed")
-    print(f"run folder: {run_dir}")
-    summary = fit(cfg, run_dir, resume=True, callbacks=callbacks, verbose=verbose, progress=progress)
+    with runs.lock_run(run_dir), _interrupts_name(run_dir):
+        state = runs.read_state(run_dir)
+        if state and state.get("next_epoch", 0) > 0 and not (run_dir / runs.LAST).is_file():
+            raise runs.RunError(f"'{run_dir / runs.LAST}' is missing: this run cannot be resumed")
+        if overrides:
+            runs.write_config(run_dir, cfg)
+        print(f"run folder: {run_dir}")
+        summary = fit(cfg, run_dir, resume=True, callbacks=callbacks, verbose=verbose, progress=progress)
     return run_dir, summary

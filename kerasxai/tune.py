@@ -2,12 +2,14 @@
 
 Bayesian search of learning rate and batch size (KerasTuner); every trial is a full training
 run. Writes trials.csv / trials.md, parallel_coordinates.png and best_config.yaml into
-``<tune.dir>/<name>/``. Run it again on the same config to continue a stopped search.
+``<tune.dir>/<name>/``. Run it again on the same config to continue a stopped search; Ctrl-C
+stops the running trial at its next batch end and exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 
@@ -25,15 +27,20 @@ def main(argv=None) -> int:
     from kerasxai.data.sources import DataError
     from kerasxai import tuning
 
+    from kerasxai.training import SIGINT_STOP
+
     overrides = list(args.overrides) + ([f"tune.trials={args.trials}"] if args.trials is not None else [])
     try:
         cfg = load_config(args.config, overrides)
-        result = tuning.search(cfg, verbose=2 if args.quiet else 1)
+        with SIGINT_STOP:  # Ctrl-C stops the trial in training at its next batch end
+            result = tuning.search(cfg, verbose=2 if args.quiet else 1)
     except (ConfigError, RunError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to continue the search", file=sys.stderr)
+        again = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+        print(f"\ninterrupted: run the same command again to continue the search: python -m kerasxai.tune {again}",
+              file=sys.stderr)
         return 130
     if result is None:  # a distributed worker: the chief writes the reports
         print("worker done")

@@ -4,7 +4,9 @@
 ``<cache_dir>/<reader>-<key>/`` where ``key`` hashes the data, tile and split settings and the
 file list (paths, sizes, modification times of images and annotations). It builds in a hidden
 temporary folder and renames it into place after ``manifest.json`` was written (last, atomically),
-so an interrupted run leaves nothing a later run would trust; a complete folder is reused.
+so an interrupted run leaves nothing a later run would trust. The manifest records each shard's
+size and a checksum of its first and last 64 KiB; a folder is reused only when its shards still
+match (checked on every reuse, a few reads a shard), otherwise it is rebuilt.
 
 Record format (one ``tf.train.Example`` per tile): ``image`` PNG (1 channel when the source
 image is gray, replicated to 3 on decode), ``mask`` bit-packed (``np.packbits``, row-major), ``vh``/``vw`` the valid
@@ -22,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,6 +39,7 @@ from .tiling import TileGrid, tile_image, tile_label
 FORMAT_VERSION = 2
 SHARD_TILES = 1024  # tiles per shard: many shards let training interleave and shuffle them
 MANIFEST = "manifest.json"
+DIGEST_BYTES = 64 * 1024  # the shard checksum covers this much at each end of the file
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -139,27 +143,79 @@ def _workers() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
+def shard_digest(path) -> dict:
+    """Size and crc32 of the first and last 64 KiB of a shard: cheap to check on every reuse,
+    and it catches truncated, missing and overwritten shards."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        crc = zlib.crc32(f.read(DIGEST_BYTES))
+        f.seek(max(0, size - DIGEST_BYTES))
+        crc = zlib.crc32(f.read(DIGEST_BYTES), crc)
+    return {"bytes": size, "crc32": crc}
+
+
+def cache_problem(prepared_dir) -> str | None:
+    """Why a prepared folder with a manifest cannot be reused (None: its shards are intact)."""
+    prepared_dir = Path(prepared_dir)
+    try:
+        m = json.loads((prepared_dir / MANIFEST).read_text())
+        digests, shards = m.get("shard_digests"), m["shards"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{MANIFEST} is unreadable"
+    if digests is None:
+        return "its manifest predates shard checksums"
+    for name in (n for split in SPLITS for n in shards.get(split, [])):
+        path = prepared_dir / name
+        if not path.is_file():
+            return f"shard '{name}' is missing"
+        want, got = digests.get(name) or {}, shard_digest(path)
+        if got["bytes"] != want.get("bytes"):
+            return f"shard '{name}' is damaged ({got['bytes']} bytes, {want.get('bytes')} expected)"
+        if got["crc32"] != want.get("crc32"):
+            return f"shard '{name}' is damaged (checksum mismatch)"
+    return None
+
+
+def _reusable(dest: Path) -> bool:
+    return (dest / MANIFEST).is_file() and cache_problem(dest) is None
+
+
+def _replace_dir(tmp: Path, dest: Path, key: str) -> None:
+    """Move the built folder `tmp` onto `dest`; an old `dest` is moved aside first, so it is
+    missing only between two renames (a reader with open shards keeps reading them)."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".tmp-replaced-{key}-{os.getpid()}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def prepare_dataset(cfg, progress: bool = True) -> Path:
-    """Tile ``cfg.data`` into ``<cache_dir>/<reader>-<key>/`` (reused when complete); return it."""
+    """Tile ``cfg.data`` into ``<cache_dir>/<reader>-<key>/`` (reused when complete and intact,
+    rebuilt when a shard is damaged); return it."""
     samples = read_samples(cfg.data)
     key = dataset_key(cfg.data, samples)
     cache = Path(cfg.data.cache_dir)
     dest = cache / f"{cfg.data.reader}-{key}"
-    if (dest / MANIFEST).is_file():
+    if _reusable(dest):
         return dest
     cache.mkdir(parents=True, exist_ok=True)
     # one builder per key: a concurrent prepare of the same data waits, then reuses the result
     with open(cache / f".lock-{key}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (dest / MANIFEST).is_file():
-            return dest
+            problem = cache_problem(dest)
+            if problem is None:
+                return dest
+            print(f"prepared dataset '{dest}': {problem}: rebuilding it")
         _clean_stale(cache, key)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cfg.data.reader}-{key}-{os.getpid()}-", dir=cache))
         try:
             _build(cfg, samples, key, tmp, progress)
-            if dest.exists():
-                shutil.rmtree(dest)  # a folder without manifest is never trusted
-            os.rename(tmp, dest)
+            _replace_dir(tmp, dest, key)  # a folder without manifest is never trusted
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -174,7 +230,7 @@ def _build(cfg, samples, key, out: Path, progress: bool):
     grid = TileGrid(tile_cfg.size, tile_cfg.overlap)
     parts = split_samples(samples, cfg.data.split)
     counts = {k: {"defect": 0, "good": 0} for k in SPLITS}
-    tiles, shards, sources = [], {k: [] for k in SPLITS}, {}
+    tiles, shards, sources, digests = [], {k: [] for k in SPLITS}, {}, {}
     bar = tqdm(total=len(samples), desc="prepare", unit="img", disable=not progress, dynamic_ncols=True)
     with ThreadPoolExecutor(_workers()) as pool:
         for split in SPLITS:
@@ -184,6 +240,7 @@ def _build(cfg, samples, key, out: Path, progress: bool):
                     if writer is None or in_shard >= SHARD_TILES:
                         if writer is not None:
                             writer.close()
+                            digests[name] = shard_digest(out / name)
                         name = f"{split}-{len(shards[split]):05d}.tfrecord"
                         shards[split].append(name)
                         writer, in_shard = tf.io.TFRecordWriter(str(out / name)), 0
@@ -196,6 +253,7 @@ def _build(cfg, samples, key, out: Path, progress: bool):
                 bar.update(1)
             if writer is not None:
                 writer.close()
+                digests[name] = shard_digest(out / name)
     bar.close()
     manifest = {
         "format": FORMAT_VERSION,
@@ -205,6 +263,7 @@ def _build(cfg, samples, key, out: Path, progress: bool):
         "counts": counts,
         "images": {k: len(parts[k]) for k in SPLITS},
         "shards": shards,
+        "shard_digests": digests,
         "config": _data_settings(cfg.data),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "prepare_seconds": round(time.time() - t0, 2),
