@@ -300,11 +300,13 @@ def check_splits(prepared_dir) -> dict:
     return counts
 
 
-def epoch_steps(cfg: Config, prepared_dir, batch_size: int) -> int:
-    """Batches an epoch: one pass over the training tiles, capped by ``train.steps_per_epoch``."""
+def epoch_steps(cfg: Config, prepared_dir, batch_size: int, train_tiles: Optional[int] = None) -> int:
+    """Batches an epoch: one pass over the training tiles, capped by ``train.steps_per_epoch``
+    (`train_tiles`: the count when the caller has it, else read from the manifest)."""
     from kerasxai.data.pipeline import count_tiles
 
-    full = max(1, math.ceil(count_tiles(prepared_dir, "train") / batch_size))
+    n = count_tiles(prepared_dir, "train") if train_tiles is None else train_tiles
+    full = max(1, math.ceil(n / batch_size))
     return min(full, cfg.train.steps_per_epoch) if cfg.train.steps_per_epoch else full
 
 
@@ -331,7 +333,7 @@ def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[
     else:
         train = with_targets(training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed,
                                               balance=t.balance, augment=t.augment))
-    steps = epoch_steps(cfg, prepared_dir, bs)
+    steps = epoch_steps(cfg, prepared_dir, bs, train_tiles=counts["train"])
     train = train.repeat().prefetch(tf.data.AUTOTUNE)
 
     val_src, n_val = _capped(load_split(prepared_dir, "val"), counts["val"], t.max_val_tiles)
