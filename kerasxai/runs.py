@@ -58,13 +58,34 @@ def new_run_dir(cfg: Config, now: float | None = None) -> Path:
     raise RunError(f"could not create a new run folder under '{root}' for '{base}'")
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc tells it (os.umask sets it
+    while it reads it, which would race with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The permissions ``open`` / ``mkdir`` would give under the umask (mkstemp and mkdtemp
+    give 0600 / 0700, which another user, e.g. a serving container, cannot read)."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder (created if missing),
-    so a reader never sees a half-written file."""
+    so a reader never sees a half-written file; the file gets the umask's permissions."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -94,13 +115,15 @@ def save_model_atomic(model, path: str | Path) -> None:
     """``model.save`` to a temporary ``.keras`` file, then ``os.replace`` onto `path`.
 
     Keras writes a .keras zip in place, so a crash mid-save would corrupt the file;
-    this keeps the previous checkpoint intact until the new one is complete.
+    this keeps the previous checkpoint intact until the new one is complete. The file gets the
+    umask's permissions.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

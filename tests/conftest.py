@@ -36,3 +36,19 @@ def standin_run(tmp_path_factory) -> Path:
     write_config(run, cfg)
     standin_model(64).save(run / "best.keras")
     return run
+
+
+@pytest.fixture()
+def umask():
+    """Run the test under a known umask (returned), restoring the previous one after it."""
+    mask = 0o027
+    old = os.umask(mask)
+    try:
+        yield mask
+    finally:
+        os.umask(old)
+
+
+def modes(root: Path) -> dict:
+    """``{relative path: permission bits}`` of `root` and everything below it."""
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}

@@ -200,3 +200,13 @@ def test_every_model_exports_with_parity(name, tmp_path):
     np.testing.assert_allclose(out["score"].numpy(), ref["score"], atol=1e-4)
     np.testing.assert_allclose(out["heatmap"].numpy(), ref["heatmap"], atol=1e-4)
     assert_localize_parity(loaded, loc, img)
+
+
+def test_export_gets_the_umask_permissions(standin, tmp_path, umask):
+    """A TF Serving container running as another user can read what the umask lets it."""
+    from conftest import modes
+
+    path = export_model(standin, tmp_path / "standin" / "1", tile_size=TILE, overlap=OVERLAP, localize=False)
+    for name, mode in modes(path).items():
+        is_dir = (path / name).is_dir()
+        assert mode == (0o777 if is_dir else 0o666) & ~umask, name

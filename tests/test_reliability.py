@@ -356,3 +356,12 @@ def test_sigint_to_the_tune_cli_stops_the_trial_and_exits_130(tmp_path):
     state = runs.read_state(run_dir)
     assert state["next_epoch"] >= 1 and history_epochs(run_dir) == list(range(state["next_epoch"]))
     assert no_hidden_files(run_dir)
+
+
+def test_prepared_folder_gets_the_umask_permissions(tmp_path, capsys, umask):
+    from conftest import modes
+
+    _, out = _prepared(tmp_path, capsys)
+    got = modes(out)
+    assert got.pop(".") == 0o777 & ~umask  # not mkdtemp's 0700
+    assert got and set(got.values()) == {0o666 & ~umask}

@@ -91,3 +91,17 @@ def test_load_run_round_trip_and_clear_errors(tmp_path):
         runs.load_run(tmp_path)
     with pytest.raises(runs.RunError, match="best.*last"):
         runs.load_run(run_dir, which="middle")
+
+
+def test_files_get_the_umask_permissions(tmp_path, umask):
+    """Atomic writes and checkpoints are readable by whom the umask allows (a serving container
+    running as another user), not 0600 as the temporary file they start from."""
+    from conftest import modes
+
+    runs.atomic_write_json(tmp_path / "summary.json", {"a": 1})
+    runs.save_model_atomic(_tiny_model(), tmp_path / "last.keras")
+    runs.write_config(tmp_path, _cfg(tmp_path))
+    assert runs.current_umask() == umask
+    got = modes(tmp_path)
+    del got["."]
+    assert got == {name: 0o666 & ~umask for name in ("summary.json", "last.keras", "config.yaml")}

@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from kerasxai.runs import default_mode
+
 from .sources import DataError, read_samples
 from .splits import SPLITS, split_samples
 from .tiling import TileGrid, tile_image, tile_label
@@ -213,6 +215,7 @@ def prepare_dataset(cfg, progress: bool = True) -> Path:
             print(f"prepared dataset '{dest}': {problem}: rebuilding it")
         _clean_stale(cache, key)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{cfg.data.reader}-{key}-{os.getpid()}-", dir=cache))
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp's 0700 would hide it from other users
         try:
             _build(cfg, samples, key, tmp, progress)
             _replace_dir(tmp, dest, key)  # a folder without manifest is never trusted
