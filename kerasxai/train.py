@@ -28,6 +28,7 @@ def main(argv=None) -> int:
     from kerasxai.runs import RunError
 
     from kerasxai.data.sources import DataError
+    from kerasxai.models.weights import WeightsError
     from kerasxai import training
 
     verbose = 2 if args.quiet else 1
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
         else:
             cfg = load_config(args.config, args.overrides)
             run_dir, summary = training.train(cfg, verbose=verbose)
-    except (ConfigError, RunError, DataError) as exc:
+    except (ConfigError, RunError, DataError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except training.TrainingInterrupted as exc:

@@ -30,6 +30,7 @@ import numpy as np
 from kerasxai import runs
 from kerasxai.config import Config, ConfigError
 from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
+from kerasxai.models.registry import imagenet_problem
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}
 # train.* keys a resume may not change: they change the optimizer's variables, the batches or the folder
@@ -83,6 +84,9 @@ def check_config(cfg: Config) -> None:
     w = cfg.model.weights
     if w not in (None, "", "imagenet"):
         need(Path(w).is_file(), "model.weights", f"file '{w}' not found (null, imagenet or a .weights.h5 path)")
+    if w == "imagenet" and cfg.model.name in MODEL_NAMES:
+        problem = imagenet_problem(cfg.model.name)
+        need(problem is None, "model.weights", problem)
 
 
 def _leaves(d: dict, prefix: str = "") -> dict:

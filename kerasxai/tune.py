@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     from kerasxai.runs import RunError
 
     from kerasxai.data.sources import DataError
+    from kerasxai.models.weights import WeightsError
     from kerasxai import tuning
 
     from kerasxai.training import SIGINT_STOP
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, overrides)
         with SIGINT_STOP:  # Ctrl-C stops the trial in training at its next batch end
             result = tuning.search(cfg, verbose=2 if args.quiet else 1)
-    except (ConfigError, RunError, DataError) as exc:
+    except (ConfigError, RunError, DataError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kerasxai import predict, prepare
+from kerasxai import predict, prepare, train, tune
 from kerasxai.localize import Localizer, LocalizeError, load_image
+from kerasxai.models import weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,8 +61,12 @@ CASES = {
         "prepare", ["--config", "{tmp}/ok.yaml", "data.max_images=-1", "--quiet"], "data.max_images"),
     "prepare eval.score_threshold=2": (
         "prepare", ["--config", "{tmp}/ok.yaml", "eval.score_threshold=2", "--quiet"], "eval.score_threshold"),
+    "train model.weights=imagenet offline": (
+        "train", ["--config", "{tmp}/ok.yaml", "model.weights=imagenet", "--quiet"], "KERASXAI_OFFLINE is set"),
+    "tune model.weights=imagenet offline": (
+        "tune", ["--config", "{tmp}/ok.yaml", "model.weights=imagenet", "--quiet"], "KERASXAI_OFFLINE is set"),
 }
-MAINS = {"predict": predict.main, "prepare": prepare.main}
+MAINS = {"predict": predict.main, "prepare": prepare.main, "train": train.main, "tune": tune.main}
 
 
 def _argv(argv: list[str], paths: dict) -> list[str]:
@@ -74,6 +79,9 @@ def no_model_load(monkeypatch):
         raise AssertionError("the model was loaded before the bad input was refused")
 
     monkeypatch.setattr(Localizer, "from_run", refuse)
+    # offline, with no ImageNet weights in the Keras cache (whatever this machine has there)
+    monkeypatch.setenv("KERASXAI_OFFLINE", "1")
+    monkeypatch.setattr(weights, "imagenet_cached", lambda arch: False)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -89,12 +97,15 @@ def test_bad_input_exits_2_with_one_line(case, standin_run, tmp_path, capsys, no
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing touched
 
 
-@pytest.mark.parametrize("case", ["predict --out holds a ground-truth mask", "prepare YAML top level a list"])
+@pytest.mark.parametrize("case", ["predict --out holds a ground-truth mask", "prepare YAML top level a list",
+                                  "train model.weights=imagenet offline"])
 def test_bad_input_as_a_process(case, standin_run, tmp_path):
     """The same through ``python -m``: no traceback reaches the terminal."""
     cli, argv, text = CASES[case]
     paths = dict(_setup(tmp_path), run=standin_run)
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    if cli == "train" and any(weights.imagenet_cached(a) for a in weights.IMAGENET_FILES):
+        pytest.skip("ImageNet weights are in this machine's Keras cache: offline cannot be simulated")
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", KERASXAI_OFFLINE="1")
     r = subprocess.run([sys.executable, "-m", f"kerasxai.{cli}", *_argv(argv, paths)], capture_output=True,
                        text=True, cwd=REPO, env=env, timeout=120)
     assert r.returncode == 2 and text in r.stderr and "Traceback" not in r.stderr, r.stderr

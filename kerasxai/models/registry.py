@@ -12,6 +12,7 @@ import keras
 from kerasxai.models.cnn import CNN_SPECS, build_cnn
 from kerasxai.models.layers import AttentionRollout, CAMHead
 from kerasxai.models.vit import VIT_SPECS, build_vit
+from kerasxai.models import weights as weights_mod
 from kerasxai.models.weights import WeightsError, load_weights_file
 
 MODEL_NAMES = tuple(CNN_SPECS) + tuple(VIT_SPECS)
@@ -66,10 +67,7 @@ def build_model(
     file_weights = weights is not None and weights != "imagenet"
     if is_transformer(name):
         if weights == "imagenet":
-            raise WeightsError(
-                f"'{name}': Keras ships no ImageNet weights for the transformers; pass weights=None "
-                "or a path to a .weights.h5 file saved from build_model of the same name and input size."
-            )
+            raise WeightsError(imagenet_problem(name))
         model = build_vit(
             name,
             input_shape=input_shape,
@@ -92,6 +90,16 @@ def build_model(
     if file_weights:
         load_weights_file(model, weights, name)
     return model
+
+
+def imagenet_problem(name: str) -> str | None:
+    """Why ``weights="imagenet"`` cannot work for model `name`, known before building it (the
+    transformers have none; a CNN's are not cached while offline); None when it may work."""
+    _check_name(name)
+    if is_transformer(name):
+        return (f"'{name}': Keras ships no ImageNet weights for the transformers; pass weights=None "
+                "or a path to a .weights.h5 file saved from build_model of the same name and input size.")
+    return weights_mod.imagenet_problem(CNN_SPECS[name][0], name)
 
 
 def build_from_config(model_cfg, input_shape, **kwargs) -> keras.Model:

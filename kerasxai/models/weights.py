@@ -64,18 +64,34 @@ def _host_resolves(host: str, timeout: float) -> bool:
     return bool(result)
 
 
+def _unavailable(arch: str, model_name: str, why: str) -> str:
+    return (
+        f"ImageNet weights for '{model_name}' are not in the Keras cache and could not be "
+        f"downloaded ({why}). Place the file '{IMAGENET_FILES[arch]}' (from {IMAGENET_URL}) in "
+        f"{keras_cache_dirs()[0]}, or pass weights=<path to a .weights.h5 file>, or weights=None."
+    )
+
+
+def offline() -> bool:
+    return os.environ.get("KERASXAI_OFFLINE", "") not in ("", "0")
+
+
+def imagenet_problem(arch: str, model_name: str) -> str | None:
+    """Why the ImageNet weights of `arch` cannot be had, known without the network (not
+    cached while KERASXAI_OFFLINE is set); None when they are cached or a download may work."""
+    if imagenet_cached(arch) or not offline():
+        return None
+    return _unavailable(arch, model_name, "KERASXAI_OFFLINE is set")
+
+
 def build_imagenet_backbone(constructor, arch: str, model_name: str, **kwargs):
     """keras.applications `constructor(weights="imagenet", **kwargs)`, never hanging offline."""
     if imagenet_cached(arch):
         return constructor(weights="imagenet", **kwargs)
-    fname = IMAGENET_FILES[arch]
-    help_text = (
-        f"ImageNet weights for '{model_name}' are not in the Keras cache and could not be "
-        f"downloaded ({{why}}). Place the file '{fname}' (from {IMAGENET_URL}) in "
-        f"{keras_cache_dirs()[0]}, or pass weights=<path to a .weights.h5 file>, or weights=None."
-    )
-    if os.environ.get("KERASXAI_OFFLINE", "") not in ("", "0"):
-        raise WeightsError(help_text.format(why="KERASXAI_OFFLINE is set"))
+    problem = imagenet_problem(arch, model_name)
+    if problem:
+        raise WeightsError(problem)
+    help_text = _unavailable(arch, model_name, "{why}")
     host = urlsplit(IMAGENET_URL).hostname
     if not _host_resolves(host, TIMEOUT_S):
         raise WeightsError(help_text.format(why=f"cannot resolve {host} within {TIMEOUT_S:.0f} s"))
