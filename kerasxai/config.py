@@ -16,6 +16,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
+MAX_TENSORBOARD_IMAGES = 64  # tiles rendered per epoch stay a small share of an epoch
+
+
 class ConfigError(ValueError):
     """A configuration problem; the message names the key or file and what to do."""
 
@@ -99,6 +102,7 @@ class TrainConfig:
     bn_momentum: Optional[float] = 0.9  # BatchNormalization momentum (null: the model's own, 0.999 for MobileNetV3)
     balance: bool = True  # oversample defective tiles to 50% in training batches
     teacher_run: Optional[str] = None  # DeiT-distilled: run folder of the teacher model
+    tensorboard_images: int = 8  # validation tiles drawn with their maps in TensorBoard every epoch; 0: off
     runs_dir: str = "runs"
     seed: int = 42
 
@@ -232,6 +236,8 @@ def validate(cfg: Config) -> None:
     need(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(cfg.train.learning_rate > 0, "train.learning_rate", "must be > 0")
     need(cfg.train.optimizer in ("auto", "adam", "adamw", "sgd"), "train.optimizer", "must be auto, adam, adamw or sgd")
+    need(0 <= cfg.train.tensorboard_images <= MAX_TENSORBOARD_IMAGES, "train.tensorboard_images",
+         f"must be in [0, {MAX_TENSORBOARD_IMAGES}] (0 switches the images off), got {cfg.train.tensorboard_images}")
     at_least(cfg.tune.trials, 1, "tune.trials")
     e = cfg.eval
     need(e.split in ("train", "val", "test"), "eval.split", "must be train, val or test")

@@ -639,6 +639,16 @@ def _load_teacher(cfg: Config, model):
     return teacher
 
 
+def _heatmap_images(cfg: Config, run_dir: Path, prepared) -> list:
+    """The TensorBoard heatmap callback (``train.tensorboard_images`` tiles; none when 0)."""
+    if not cfg.train.tensorboard_images:
+        return []
+    from kerasxai.tensorboard_images import LOG_SUBDIR, HeatmapImages
+
+    return [HeatmapImages(run_dir / runs.TENSORBOARD / LOG_SUBDIR, prepared, cfg.train.tensorboard_images,
+                          cfg.eval.pixel_threshold)]
+
+
 def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: Optional[int] = None,
         learning_rate: Optional[float] = None, callbacks=(), verbose=1, progress: bool = True,
         prepared=None) -> dict:
@@ -698,6 +708,7 @@ def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: O
         keras.callbacks.CSVLogger(str(history_path), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(str(run_dir / runs.TENSORBOARD), write_graph=False),
         checkpoint,
+        *_heatmap_images(cfg, run_dir, prepared),
         *callbacks,
     ]
     try:
