@@ -19,6 +19,9 @@ from omegaconf.errors import OmegaConfBaseException
 MAX_TENSORBOARD_IMAGES = 64  # tiles rendered per epoch stay a small share of an epoch
 
 
+PRECISIONS = ("float32", "mixed_bfloat16")  # train.precision: Keras dtype policies
+
+
 class ConfigError(ValueError):
     """A configuration problem; the message names the key or file and what to do."""
 
@@ -99,6 +102,7 @@ class TrainConfig:
     max_test_tiles: Optional[int] = None  # cap on test tiles in summary.json (0: skip the test split)
     monitor: str = "val_loss"  # best.keras is the epoch with the best val_loss (min) | val_accuracy (max)
     data_parallel: str = "auto"  # keras.distribution.DataParallel over local devices: auto (JAX, >1 device) | on | off
+    precision: str = "float32"  # dtype policy of the model: float32 | mixed_bfloat16 (see README)
     bn_momentum: Optional[float] = 0.9  # BatchNormalization momentum (null: the model's own, 0.999 for MobileNetV3)
     balance: bool = True  # oversample defective tiles to 50% in training batches
     teacher_run: Optional[str] = None  # DeiT-distilled: run folder of the teacher model
@@ -238,6 +242,8 @@ def validate(cfg: Config) -> None:
     need(cfg.train.optimizer in ("auto", "adam", "adamw", "sgd"), "train.optimizer", "must be auto, adam, adamw or sgd")
     need(0 <= cfg.train.tensorboard_images <= MAX_TENSORBOARD_IMAGES, "train.tensorboard_images",
          f"must be in [0, {MAX_TENSORBOARD_IMAGES}] (0 switches the images off), got {cfg.train.tensorboard_images}")
+    need(cfg.train.precision in PRECISIONS, "train.precision",
+         f"must be {' or '.join(PRECISIONS)}, got '{cfg.train.precision}'")
     at_least(cfg.tune.trials, 1, "tune.trials")
     e = cfg.eval
     need(e.split in ("train", "val", "test"), "eval.split", "must be train, val or test")

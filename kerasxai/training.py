@@ -27,14 +27,15 @@ from typing import Optional
 import keras
 import numpy as np
 
-from kerasxai import runs
+from kerasxai import precision, runs
 from kerasxai.config import Config, ConfigError
 from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
 from kerasxai.models.registry import imagenet_problem
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}
-# train.* keys a resume may not change: they change the optimizer's variables, the batches or the folder
-RESUME_FIXED = ("train.batch_size", "train.optimizer", "train.schedule", "train.runs_dir")
+# train.* keys a resume may not change: they change the optimizer's variables, the batches, the
+# model's dtype policy or the folder
+RESUME_FIXED = ("train.batch_size", "train.optimizer", "train.schedule", "train.precision", "train.runs_dir")
 SCHEDULES = ("cosine", "plateau")
 WARMUP_START = 0.01  # the cosine schedule warms up from this share of the peak learning rate
 COSINE_FLOOR = 0.01  # ... and decays to this share of it at the last step
@@ -157,9 +158,8 @@ def build_model(cfg: Config):
 
     setup_data_parallel(cfg, cfg.train.batch_size)  # variables must be created under the distribution
     s = cfg.data.tile.size
-    if is_distilled(cfg.model.name):  # the two head logits, to train them on separate targets
-        return build_from_config(cfg.model, (s, s, 3), training_outputs=True)
-    return build_from_config(cfg.model, (s, s, 3))
+    with precision.policy(cfg.train.precision):  # train.precision; the global policy is restored after
+        return build_from_config(cfg.model, (s, s, 3), training_outputs=is_distilled(cfg.model.name))
 
 
 def set_bn_momentum(model, momentum: Optional[float]) -> int:
@@ -557,11 +557,12 @@ class RunCheckpoint(keras.callbacks.Callback):
         logs = logs or {}
         value = logs.get(self.monitor_key)
         runs.save_model_atomic(self.model, self.run_dir / runs.LAST)
+        best = lambda: precision.float32_copy(inference_view(self.model))  # noqa: E731  (scores in float32)
         if value is not None and self._better(float(value), self.state.get("best")):
-            runs.save_model_atomic(inference_view(self.model), self.run_dir / runs.BEST)
+            runs.save_model_atomic(best(), self.run_dir / runs.BEST)
             self.state.update(best=float(value), best_epoch=epoch)
         elif not (self.run_dir / runs.BEST).is_file():  # a NaN first epoch: still leave a model
-            runs.save_model_atomic(inference_view(self.model), self.run_dir / runs.BEST)
+            runs.save_model_atomic(best(), self.run_dir / runs.BEST)
             self.state.setdefault("best_epoch", epoch)
         self.state["next_epoch"] = epoch + 1
         for key in ("epoch_seconds", "epoch_cpu_seconds"):

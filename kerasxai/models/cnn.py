@@ -63,7 +63,8 @@ def build_cnn(
     backbone = fast_depthwise.apply(backbone, fast_depthwise_mode)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     features = backbone(inputs)
-    head = CAMHead(heatmap=heatmap, dropout=dropout, name="cam_head")(features)
+    # float32 under any dtype policy: the score (loss, metrics) and the map keep full precision
+    head = CAMHead(heatmap=heatmap, dropout=dropout, dtype="float32", name="cam_head")(features)
     outputs = {"score": head["score"]}
     if heatmap:
         outputs["heatmap"] = head["heatmap"]

@@ -87,9 +87,11 @@ def build_vit(
             dist = keras.layers.Dropout(dropout, name="head_dist_dropout")(dist)
         distill_logit = _dense(1, "head_dist")(dist)
         logit = keras.layers.Average(name="logit")([cls_logit, distill_logit])
-    outputs = {"score": keras.layers.Activation("sigmoid", name="score")(logit)}
+    # float32 under any dtype policy: the score (loss, metrics) and the map keep full precision
+    outputs = {"score": keras.layers.Activation("sigmoid", dtype="float32", name="score")(logit)}
     if heatmap:
-        outputs["heatmap"] = AttentionRollout(fusion, discard_ratio, prefix, grid, name="rollout")(attentions)
+        outputs["heatmap"] = AttentionRollout(fusion, discard_ratio, prefix, grid, dtype="float32",
+                                              name="rollout")(attentions)
     if training_outputs:
         outputs["logit"] = logit
         if prefix == 2:
