@@ -12,7 +12,8 @@ a full training run (:func:`kerasxai.training.train`) with its own run folder un
   (thesis figures 3.2 / 3.3);
 - ``best_config.yaml``: the config with the best trial's lr and batch size, for ``train``.
 
-A stopped search continues where it stopped (same folder, ``overwrite=False``). In
+A stopped search continues where it stopped (same folder, ``overwrite=False``), with the
+settings it started with (``search.json``; a changed search space is refused). In
 KerasTuner's chief/worker mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
 ``KERASTUNER_ORACLE_PORT``; see tools/tune_cluster.py) the chief holds the oracle and writes
 the reports once the workers are done; workers only run trials.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import math
 import os
 import traceback
@@ -63,6 +65,44 @@ def check_config(cfg: Config) -> None:
 
 def search_dir(cfg: Config) -> Path:
     return Path(cfg.tune.dir) / cfg.name
+
+
+SETTINGS = "search.json"
+
+
+def search_settings(cfg: Config) -> dict:
+    """What a search's trials depend on besides the trial's own values, by config key: the
+    search space (lr range resolved, batch sizes), the objective, the model, epochs per trial."""
+    lo, hi = lr_range(cfg)
+    return {"model.name": cfg.model.name, "tune.objective": cfg.tune.objective, "tune.lr_min": lo,
+            "tune.lr_max": hi, "tune.batch_sizes": [int(b) for b in cfg.tune.batch_sizes],
+            "tune.epochs": int(cfg.tune.epochs or cfg.train.epochs)}
+
+
+def check_search_settings(cfg: Config) -> None:
+    """A search continues only with the settings it started with (``search.json`` in its
+    folder); KerasTuner would otherwise keep the old search space without a word."""
+    path = search_dir(cfg) / SETTINGS
+    if not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"'{path}' is unreadable ({exc}): start a new search (another tune.dir or name)") from exc
+    for key, value in search_settings(cfg).items():
+        if key in stored and stored[key] != value:
+            old = stored[key]
+            old_text = "[" + ",".join(map(str, old)) + "]" if isinstance(old, list) else old
+            raise ConfigError(
+                f"key '{key}': the search in '{search_dir(cfg)}' was started with {old_text}, not {value}; "
+                f"start a new search for the new setting (another tune.dir or name), or continue this one "
+                f"with {key}={old_text}")
+
+
+def record_search_settings(cfg: Config) -> None:
+    path = search_dir(cfg) / SETTINGS
+    if not path.is_file():
+        runs.atomic_write_json(path, search_settings(cfg))
 
 
 class TrainingHyperModel(keras_tuner.HyperModel):
@@ -147,11 +187,14 @@ def search(cfg: Config, verbose=1) -> dict | None:
     Returns ``{"dir", "rows", "best"}`` (None on a worker).
     """
     check_config(cfg)
+    check_search_settings(cfg)
     if not is_worker() and "KERASTUNER_ORACLE_IP" not in os.environ:
         from kerasxai.data.pipeline import prepare_dataset
 
         prepare_dataset(cfg, progress=True)  # once, before the trials (each trial reuses it)
     search_dir(cfg).mkdir(parents=True, exist_ok=True)
+    if not is_worker():
+        record_search_settings(cfg)
     tuner = make_tuner(cfg, verbose=verbose)
     tuner.search(verbose=verbose)
     if is_worker():

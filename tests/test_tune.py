@@ -2,6 +2,7 @@
 KerasTuner chief + two workers on localhost."""
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -47,6 +48,30 @@ def test_bad_search_config_fails_before_any_trial(tmp_path, capsys):
     assert not (tmp_path / "tuning").exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("change, key", [
+    ({"tune.lr_max": 0.00005}, "tune.lr_max"),
+    ({"tune.lr_min": 0.00002}, "tune.lr_min"),
+    ({"tune.batch_sizes": "[4,16]"}, "tune.batch_sizes"),
+    ({"tune.objective": "val_loss"}, "tune.objective"),
+    ({"model.name": "efficientnetv2_s_d"}, "model.name"),
+])
+def test_continuing_a_search_with_other_settings_is_refused(tmp_path, capsys, change, key):
+    config = str(REPO / "configs" / "demo.yaml")
+    started = load_config(config, search_overrides(tmp_path))
+    tuning.search_dir(started).mkdir(parents=True)
+    tuning.record_search_settings(started)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    tuning.check_search_settings(load_config(config, search_overrides(tmp_path, **{"tune.trials": 7})))
+    code = tune_main(["--config", config, *search_overrides(tmp_path, **change), "--quiet"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    old = tuning.search_settings(started)[key]
+    old = "[" + ",".join(map(str, old)) + "]" if isinstance(old, list) else old
+    assert f"key '{key}'" in lines[0] and "another tune.dir or name" in lines[0] and f"{key}={old}" in lines[0]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written
+
+
 @pytest.mark.slow
 def test_two_trial_search_writes_table_figure_best_config_and_continues(tmp_path, capsys):
     config = str(REPO / "configs" / "demo.yaml")
@@ -70,6 +95,8 @@ def test_two_trial_search_writes_table_figure_best_config_and_continues(tmp_path
     trial_runs = sorted((folder / "runs").iterdir())
     assert len(trial_runs) == 2 and all((r / "summary.json").is_file() for r in trial_runs)
 
+    settings = json.loads((folder / tuning.SETTINGS).read_text())
+    assert settings["tune.batch_sizes"] == [4, 8] and (settings["tune.lr_min"], settings["tune.lr_max"]) == (lo, hi)
     # the same command with a larger budget continues: old trials are kept, one new trial runs
     assert tune_main(["--config", config, *search_overrides(tmp_path), "--trials", "3", "--quiet"]) == 0
     rows3 = read_rows(folder)
