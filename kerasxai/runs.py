@@ -227,6 +227,56 @@ def lock_run(run_dir: str | Path):
         os.close(fd)
 
 
+def in_use(run_dir: str | Path) -> bool:
+    """Whether a live process holds the run folder's lock (see :func:`lock_run`)."""
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _lock_pid(fd)
+            return pid is None or _pid_alive(pid)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+# what an interrupted atomic write leaves: ``.<name>.<random>.tmp`` / ``.<stem>.<random>.keras``
+TEMP_PATTERNS = (".*.tmp", f".{Path(LAST).stem}.*.keras", f".{Path(BEST).stem}.*.keras")
+STALE_AFTER_S = 3600.0  # no write takes this long: older temp files in an unlocked folder are left over
+
+
+def remove_temp_files(run_dir: str | Path, min_age_s: float = 0.0) -> list[Path]:
+    """Remove what killed atomic writes left in `run_dir` (older than `min_age_s`); the caller
+    makes sure no live process writes there. Returns what was removed."""
+    removed, now = [], time.time()
+    for pattern in TEMP_PATTERNS:
+        for p in Path(run_dir).glob(pattern):
+            try:
+                if p.is_file() and now - p.stat().st_mtime >= min_age_s:
+                    p.unlink()
+                    removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def sweep_runs_dir(root: str | Path, keep: Path | None = None) -> list[Path]:
+    """Temp files of killed runs in the run folders under `root` that no live process holds,
+    older than STALE_AFTER_S (a run of an older version may write without a lock); `keep` is
+    left alone. Returns what was removed."""
+    removed = []
+    for run_dir in sorted(Path(root).iterdir()) if Path(root).is_dir() else []:
+        if run_dir.is_dir() and run_dir != keep and not in_use(run_dir):
+            removed += remove_temp_files(run_dir, STALE_AFTER_S)
+    return removed
+
+
 def resolve_run(run: str | Path) -> Path:
     """A run folder, or the folder of a model shipped with the package (by its name).
 

@@ -536,9 +536,14 @@ class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
 class RunCheckpoint(keras.callbacks.Callback):
     """After every epoch: ``last.keras`` (with optimizer state), ``best.keras`` when the
     monitored value improved, then ``state.json`` — each written atomically, in that order,
-    so an interruption at any point leaves a readable checkpoint and a consistent state."""
+    so an interruption at any point leaves a readable checkpoint and a consistent state.
+    Between epochs ``train_seconds`` in ``state.json`` is brought up to date every
+    `heartbeat_s`, so the time before a kill counts in the resumed run's ``wall_time_s``."""
 
-    def __init__(self, run_dir, monitor_key: str, mode: str, state: dict, reduce_lr=None, started=None):
+    HEARTBEAT_S = 30.0
+
+    def __init__(self, run_dir, monitor_key: str, mode: str, state: dict, reduce_lr=None, started=None,
+                 heartbeat_s: float = HEARTBEAT_S):
         super().__init__()
         self.run_dir = Path(run_dir)
         self.monitor_key = monitor_key
@@ -547,6 +552,14 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.reduce_lr = reduce_lr
         self.base_seconds = float(state.get("train_seconds", 0.0))
         self.started = time.perf_counter() if started is None else started
+        self.heartbeat_s = heartbeat_s
+        self._beat = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.perf_counter() - self._beat >= self.heartbeat_s:
+            self.state["train_seconds"] = self.base_seconds + (time.perf_counter() - self.started)
+            runs.write_state(self.run_dir, self.state)
+            self._beat = time.perf_counter()
 
     def _better(self, value, best) -> bool:
         if best is None or not np.isfinite(best):
@@ -572,6 +585,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         # kept up to date every epoch, so a killed run still tells how long it trained
         self.state["train_seconds"] = self.base_seconds + (time.perf_counter() - self.started)
         runs.write_state(self.run_dir, self.state)
+        self._beat = time.perf_counter()
 
 
 def _trim_history(path: Path, next_epoch: int) -> None:
@@ -812,6 +826,12 @@ def _removed_if_unstarted(run_dir: Path, created: bool):
         raise
 
 
+def _report_removed(paths) -> None:
+    if paths:
+        print(f"removed {len(paths)} temporary file(s) left by interrupted runs: "
+              + ", ".join(str(p) for p in paths))
+
+
 def train(cfg: Config, *, model=None, batch_size: Optional[int] = None, learning_rate: Optional[float] = None,
           callbacks=(), verbose=1, run_dir=None, progress: bool = True) -> tuple[Path, dict]:
     """One training run into a new run folder: ``(run_dir, summary)``.
@@ -832,6 +852,7 @@ def train(cfg: Config, *, model=None, batch_size: Optional[int] = None, learning
         runs.write_config(run_dir, cfg)
         runs.write_state(run_dir, {"next_epoch": 0, "best": None, "train_seconds": 0.0})
         print(f"run folder: {run_dir}")
+        _report_removed(runs.sweep_runs_dir(run_dir.parent, keep=run_dir))
         summary = fit(cfg, run_dir, model=model, callbacks=callbacks, verbose=verbose, progress=progress,
                       prepared=prepared)
     return run_dir, summary
@@ -852,6 +873,7 @@ def resume(run_dir, overrides=(), *, callbacks=(), verbose=1, progress: bool = T
     check_config(cfg)
     with runs.lock_run(run_dir), _interrupts_name(run_dir):
         state = runs.read_state(run_dir)
+        _report_removed(runs.remove_temp_files(run_dir))  # ours alone: the folder is locked
         if state and state.get("next_epoch", 0) > 0 and not (run_dir / runs.LAST).is_file():
             raise runs.RunError(f"'{run_dir / runs.LAST}' is missing: this run cannot be resumed")
         if overrides:

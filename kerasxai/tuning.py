@@ -27,6 +27,8 @@ import io
 import json
 import math
 import os
+import re
+import shutil
 import traceback
 from pathlib import Path
 
@@ -141,6 +143,7 @@ class TrainingHyperModel(keras_tuner.HyperModel):
     def fit(self, hp, model, *args, **kwargs):
         cfg = self.trial_config(hp)
         print(f"trial {self.trial_id}: learning_rate={cfg.train.learning_rate:.3g} batch_size={cfg.train.batch_size}")
+        remove_interrupted_attempts(cfg)
         try:
             _, summary = training.train(cfg, model=model, verbose=self.verbose, progress=False)
         except Exception:
@@ -148,6 +151,21 @@ class TrainingHyperModel(keras_tuner.HyperModel):
             raise
         keys = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
         return {k: float(summary[k]) for k in keys if summary.get(k) is not None}
+
+
+def remove_interrupted_attempts(trial_cfg: Config) -> list[Path]:
+    """Run folders of earlier attempts at this trial that no live process holds: KerasTuner
+    runs a trial stopped by a kill again (same trial id) into a new run folder, so these are
+    left over. Returns what was removed."""
+    root = Path(trial_cfg.train.runs_dir)
+    pattern = re.compile(re.escape(trial_cfg.name) + r"-\d{8}-\d{6}(-\d+)?")
+    removed = []
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        if folder.is_dir() and pattern.fullmatch(folder.name) and not runs.in_use(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            print(f"removed the run folder of an interrupted attempt at this trial: {folder}")
+    return removed
 
 
 class SearchTuner(keras_tuner.BayesianOptimization):

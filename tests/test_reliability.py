@@ -365,3 +365,98 @@ def test_prepared_folder_gets_the_umask_permissions(tmp_path, capsys, umask):
     got = modes(out)
     assert got.pop(".") == 0o777 & ~umask  # not mkdtemp's 0700
     assert got and set(got.values()) == {0o666 & ~umask}
+
+
+# ---------------------------------------------------------------- leftovers of killed processes
+
+
+def _leftovers(run_dir: Path, age_s: float = 0.0) -> list[Path]:
+    """What a kill during atomic writes leaves: a checkpoint and a state file half-written."""
+    made = [run_dir / ".last.k1lld0ne.keras", run_dir / ".best.x7y8z9ab.keras", run_dir / ".state.json.q1w2e3.tmp"]
+    for p in made:
+        p.write_bytes(b"half")
+        if age_s:
+            os.utime(p, (time.time() - age_s, time.time() - age_s))
+    return made
+
+
+def test_resume_removes_temp_files_left_by_a_kill(tmp_path, capsys):
+    run_dir = make_run(tmp_path, next_epoch=1)
+    (run_dir / runs.LAST).unlink()  # the resume stops right after taking the folder
+    made = _leftovers(run_dir)
+    with pytest.raises(runs.RunError, match="cannot be resumed"):
+        training.resume(run_dir)
+    assert not any(p.exists() for p in made) and "removed 3 temporary file(s)" in capsys.readouterr().out
+    assert (run_dir / runs.STATE).is_file() and (run_dir / runs.CONFIG).is_file()
+
+
+def test_runs_dir_sweep_spares_live_runs_and_fresh_files(tmp_path):
+    root = tmp_path / "runs"
+    killed, live, fresh = (root / n for n in ("killed", "live", "fresh"))
+    for d in (killed, live, fresh):
+        d.mkdir(parents=True)
+    old = _leftovers(killed, age_s=2 * runs.STALE_AFTER_S)
+    kept = _leftovers(live, age_s=2 * runs.STALE_AFTER_S) + _leftovers(fresh)  # in use / maybe being written
+    (killed / runs.LOCK).write_text(f"{dead_pid()}\n")  # a lock its dead holder left
+    with runs.lock_run(live):
+        assert runs.in_use(live) and not runs.in_use(killed) and not runs.in_use(fresh)
+        assert sorted(runs.sweep_runs_dir(root)) == sorted(old)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in old)
+
+
+def test_prepare_removes_build_folders_of_killed_prepares_of_other_keys(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead, me = dead_pid(), os.getpid()
+    killed = cache / f".tmp-synthetic-aaaa000011112222-{dead}-k1ll3d_"
+    replaced = cache / f".tmp-replaced-bbbb000011112222-{dead}-old"
+    running = cache / f".tmp-synthetic-cccc000011112222-{me}-l1v3__"  # a live prepare's
+    locked = cache / f".tmp-synthetic-dddd000011112222-{dead}-l0ck3d"  # its key's lock is held
+    reused = cache / f".tmp-synthetic-eeee000011112222-{me}-r3us3d"  # PID alive, but a day old
+    for d in (killed, replaced, running, locked, reused):
+        (d / "shard").mkdir(parents=True)
+    old = time.time() - 2 * pipeline.STALE_BUILD_S
+    os.utime(reused, (old, old))
+    import fcntl
+
+    with open(cache / ".lock-dddd000011112222", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _prepared(tmp_path, capsys)
+    assert running.is_dir() and locked.is_dir()
+    assert not killed.exists() and not replaced.exists() and not reused.exists()
+
+
+def test_an_interrupted_trial_attempt_is_removed_when_the_trial_runs_again(tmp_path):
+    from kerasxai import tuning
+
+    cfg = load_config(None, synthetic_overrides(tmp_path, **{"tune.dir": str(tmp_path / "tuning")}))
+    hm = tuning.TrainingHyperModel(cfg)
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    hm.declare(hp)
+    hm.trial_id = "03"
+    trial_cfg = hm.trial_config(hp)
+    root = Path(trial_cfg.train.runs_dir)
+    attempt = root / f"{trial_cfg.name}-20260101-120000"
+    live = root / f"{trial_cfg.name}-20260101-130000-2"
+    other = root / f"{cfg.name}-trial_031-20260101-120000"  # another trial
+    for d in (attempt, live, other):
+        d.mkdir(parents=True)
+    with runs.lock_run(live):
+        assert tuning.remove_interrupted_attempts(trial_cfg) == [attempt]
+    assert live.is_dir() and other.is_dir() and not attempt.exists()
+
+
+def test_time_before_a_kill_counts_in_the_state(tmp_path):
+    """train_seconds is brought up to date between epochs, so a resume after a kill adds it."""
+    run_dir = make_run(tmp_path, next_epoch=1)
+    started = time.perf_counter() - 5.0  # training went on for 5 s after the resume began
+    cb = training.RunCheckpoint(run_dir, "val_loss", "min", runs.read_state(run_dir), started=started,
+                                heartbeat_s=0.0)
+    cb.on_train_batch_end(0)
+    state = runs.read_state(run_dir)
+    assert state["train_seconds"] >= 3.0 + 5.0 and state["next_epoch"] == 1
+    quiet = training.RunCheckpoint(run_dir, "val_loss", "min", state, started=started)
+    quiet.on_train_batch_end(0)  # within the heartbeat: nothing written
+    assert runs.read_state(run_dir) == state

@@ -128,17 +128,65 @@ def _tile_sample(sample, grid: TileGrid, tile_cfg):
     return out, rows, (h, w)
 
 
+def _pid_dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _temp_owner(p: Path) -> tuple[str, int] | None:
+    """``(key, pid)`` of a build folder ``.tmp-<reader>-<key>-<pid>-<random>`` or of an old
+    folder moved aside ``.tmp-replaced-<key>-<pid>-old``; None for anything else."""
+    parts = p.name.split("-")
+    if len(parts) < 5 or not parts[-2].isdigit() or not p.is_dir():
+        return None
+    return parts[-3], int(parts[-2])
+
+
 def _clean_stale(cache: Path, key: str):
+    """Remove the build folders of `key` (its lock is held) whose process is dead."""
     for p in cache.glob(f".tmp-*-{key}-*"):
-        try:
-            pid = int(p.name.split("-")[-2])
-            os.kill(pid, 0)  # still running: leave it
-        except (ValueError, IndexError):
-            continue
-        except ProcessLookupError:
+        owner = _temp_owner(p)
+        if owner and owner[0] == key and _pid_dead(owner[1]):
             shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:
+
+
+STALE_BUILD_S = 24 * 3600.0  # a build folder untouched this long is left over even if its PID was reused
+
+
+def _clean_other_keys(cache: Path, key: str):
+    """Remove build folders a killed prepare of another key left: only while no prepare of
+    that key runs (its lock is free), and when the folder's process is dead or the folder is
+    older than STALE_BUILD_S."""
+    now = time.time()
+    for p in cache.glob(".tmp-*"):
+        owner = _temp_owner(p)
+        if owner is None or owner[0] == key:
             continue
+        try:
+            old = now - p.stat().st_mtime > STALE_BUILD_S
+        except FileNotFoundError:
+            continue
+        if not (_pid_dead(owner[1]) or old):
+            continue
+        lock_path = cache / f".lock-{owner[0]}"
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = None  # never locked on this file system: no prepare of it runs
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(p, ignore_errors=True)
+        except BlockingIOError:
+            continue  # a prepare of that key runs: it cleans its own folders
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
 def _workers() -> int:
@@ -205,6 +253,7 @@ def prepare_dataset(cfg, progress: bool = True) -> Path:
     if _reusable(dest):
         return dest
     cache.mkdir(parents=True, exist_ok=True)
+    _clean_other_keys(cache, key)
     # one builder per key: a concurrent prepare of the same data waits, then reuses the result
     with open(cache / f".lock-{key}", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
