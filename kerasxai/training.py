@@ -31,6 +31,7 @@ from kerasxai import precision, runs
 from kerasxai.config import Config, ConfigError
 from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
 from kerasxai.models.registry import imagenet_problem
+from kerasxai.models.weights import WeightsError, weights_format
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}
 # train.* keys a resume may not change: they change the optimizer's variables, the batches, the
@@ -84,7 +85,10 @@ def check_config(cfg: Config) -> None:
              "train.teacher_run", f"'{t.teacher_run}' is not a finished run folder (needs config.yaml and best.keras)")
     w = cfg.model.weights
     if w not in (None, "", "imagenet"):
-        need(Path(w).is_file(), "model.weights", f"file '{w}' not found (null, imagenet or a .weights.h5 path)")
+        try:  # exists, and is a kind of file this model reads
+            weights_format(w, cfg.model.name, is_transformer(cfg.model.name))
+        except WeightsError as exc:
+            need(False, "model.weights", str(exc))
     if w == "imagenet" and cfg.model.name in MODEL_NAMES:
         problem = imagenet_problem(cfg.model.name)
         need(problem is None, "model.weights", problem)

@@ -11,7 +11,7 @@ import keras
 
 from kerasxai.models import fast_depthwise
 from kerasxai.models.layers import CAMHead
-from kerasxai.models.weights import build_imagenet_backbone
+from kerasxai.models.weights import build_applications_backbone, build_imagenet_backbone
 
 # name -> (keras.applications constructor name, feature layer of the "_d" variant or None)
 #
@@ -32,12 +32,16 @@ CNN_SPECS = {
 
 
 def build_backbone(name: str, input_shape, weights=None) -> keras.Model:
-    """The keras.applications feature extractor for `name`, cut for "_d" variants."""
+    """The keras.applications feature extractor for `name`, cut for "_d" variants.
+
+    `weights`: None, "imagenet" or the path of keras.applications' ImageNet `.h5` file."""
     arch, cut = CNN_SPECS[name]
     constructor = getattr(keras.applications, arch)
     kwargs = dict(include_top=False, input_shape=tuple(input_shape), include_preprocessing=True)
     if weights == "imagenet":
         full = build_imagenet_backbone(constructor, arch, name, **kwargs)
+    elif weights is not None:
+        full = build_applications_backbone(constructor, arch, weights, name, **kwargs)
     else:
         full = constructor(weights=None, **kwargs)
     if cut is None:
@@ -57,9 +61,10 @@ def build_cnn(
     """A CAM model: raw pixels -> {"score" (B,1), "heatmap" (B,h,w)} (score only if not heatmap).
 
     `training_outputs` adds "logit" (B,1), the pre-sigmoid score (for from_logits losses).
-    `weights` here is None or "imagenet"; a .weights.h5 path is loaded by the registry.
+    `weights` here is None, "imagenet" or keras.applications' `.h5`; a .weights.h5 path is
+    loaded by the registry.
     """
-    backbone = build_backbone(name, input_shape, "imagenet" if weights == "imagenet" else None)
+    backbone = build_backbone(name, input_shape, weights)
     backbone = fast_depthwise.apply(backbone, fast_depthwise_mode)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     features = backbone(inputs)

@@ -13,7 +13,8 @@ from kerasxai.models.cnn import CNN_SPECS, build_cnn
 from kerasxai.models.layers import AttentionRollout, CAMHead
 from kerasxai.models.vit import VIT_SPECS, build_vit
 from kerasxai.models import weights as weights_mod
-from kerasxai.models.weights import WeightsError, load_weights_file
+from kerasxai.models.timm_weights import load_timm_weights
+from kerasxai.models.weights import WeightsError, load_weights_file, weights_format
 
 MODEL_NAMES = tuple(CNN_SPECS) + tuple(VIT_SPECS)
 HEAD_KEYS = ("fusion", "discard_ratio", "dropout", "fast_depthwise")
@@ -45,7 +46,10 @@ def build_model(
         name: one of MODEL_NAMES.
         input_shape: (H, W, 3); transformers need sides that are multiples of 16.
         weights: None (random), "imagenet" (CNNs; Keras' cached download, see
-            kerasxai.models.weights), or a path to a `.weights.h5` saved from the same model.
+            kerasxai.models.weights), or a path: a `.weights.h5` saved from the same model,
+            a timm checkpoint (`.safetensors`, or the ViT's augreg `.npz`; transformers, any
+            tile size: see kerasxai.models.timm_weights) or keras.applications' ImageNet
+            `.h5` (CNNs). `weights_format` tells them apart by name.
         heatmap: False builds the score-only variant (same weights layout; transformers skip
             the attention probabilities' outputs, see `layers.SelfAttention`).
         training_outputs: also output "logit" (B,1), and for the distilled DeiT "cls_logit"
@@ -64,7 +68,7 @@ def build_model(
         raise TypeError(f"build_model('{name}'): unknown argument(s) {unknown}; head options are {HEAD_KEYS}.")
     if weights is not None and not isinstance(weights, str) and not hasattr(weights, "__fspath__"):
         raise WeightsError(f"weights for '{name}' must be None, 'imagenet' or a .weights.h5 path, got {weights!r}")
-    file_weights = weights is not None and weights != "imagenet"
+    fmt = weights_format(weights, name, is_transformer(name)) if weights not in (None, "imagenet") else None
     if is_transformer(name):
         if weights == "imagenet":
             raise WeightsError(imagenet_problem(name))
@@ -81,14 +85,16 @@ def build_model(
         model = build_cnn(
             name,
             input_shape=input_shape,
-            weights="imagenet" if weights == "imagenet" else None,
+            weights=weights if weights == "imagenet" or fmt == "applications" else None,
             heatmap=heatmap,
             dropout=head.get("dropout", 0.0),
             fast_depthwise_mode=head.get("fast_depthwise", "auto"),
             training_outputs=training_outputs,
         )
-    if file_weights:
+    if fmt == "keras":
         load_weights_file(model, weights, name)
+    elif fmt == "timm":
+        print(load_timm_weights(model, weights, name))
     return model
 
 
@@ -97,8 +103,9 @@ def imagenet_problem(name: str) -> str | None:
     transformers have none; a CNN's are not cached while offline); None when it may work."""
     _check_name(name)
     if is_transformer(name):
-        return (f"'{name}': Keras ships no ImageNet weights for the transformers; pass weights=None "
-                "or a path to a .weights.h5 file saved from build_model of the same name and input size.")
+        return (f"'{name}': Keras ships no ImageNet weights for the transformers; pass weights=None, "
+                "a timm checkpoint (model.safetensors) or a .weights.h5 file saved from build_model "
+                "of the same name and input size.")
     return weights_mod.imagenet_problem(CNN_SPECS[name][0], name)
 
 

@@ -39,6 +39,10 @@ def build_vit(
     discard_ratio=0.9,
     dropout=0.0,
     training_outputs=False,
+    width=WIDTH,
+    depth=DEPTH,
+    heads=HEADS,
+    mlp=MLP,
 ):
     """A transformer: raw pixels -> {"score" (B,1), "heatmap" (B,h,w) attention rollout}.
 
@@ -47,6 +51,8 @@ def build_vit(
     DeiT, "cls_logit" and "distill_logit" (B,1): the two heads to train on labels and on the
     teacher's hard labels. "score" is always sigmoid(logit), with logit the mean of the two
     heads for the distilled model (DeiT inference).
+    width, depth, heads, mlp: the tiny models' sizes by default; smaller ones build the same
+    layout at a fraction of the weights (the timm reference checks use them).
     """
     prefix, mean, std = VIT_SPECS[name]
     h, w, c = (int(s) for s in input_shape)
@@ -60,21 +66,21 @@ def build_vit(
     x = keras.layers.Normalization(
         mean=[m * 255.0 for m in mean], variance=[(s * 255.0) ** 2 for s in std], name="normalize"
     )(inputs)
-    x = keras.layers.Conv2D(WIDTH, PATCH, strides=PATCH, name="patch_embed")(x)
-    x = keras.layers.Reshape((grid[0] * grid[1], WIDTH), name="patch_tokens")(x)
+    x = keras.layers.Conv2D(width, PATCH, strides=PATCH, name="patch_embed")(x)
+    x = keras.layers.Reshape((grid[0] * grid[1], width), name="patch_tokens")(x)
     x = PrefixTokens(prefix, name="prefix_tokens")(x)
     x = PositionEmbedding(name="pos_embed")(x)
     attentions = []
-    for i in range(DEPTH):
+    for i in range(depth):
         y = keras.layers.LayerNormalization(epsilon=EPS, name=f"block_{i}_norm1")(x)
-        y = SelfAttention(HEADS, return_attention=heatmap, name=f"block_{i}_attn")(y)
+        y = SelfAttention(heads, return_attention=heatmap, name=f"block_{i}_attn")(y)
         if heatmap:
             y, probs = y
             attentions.append(probs)
         x = keras.layers.Add(name=f"block_{i}_add1")([x, y])
         y = keras.layers.LayerNormalization(epsilon=EPS, name=f"block_{i}_norm2")(x)
-        y = _dense(MLP, f"block_{i}_fc1", activation="gelu")(y)
-        y = _dense(WIDTH, f"block_{i}_fc2")(y)
+        y = _dense(mlp, f"block_{i}_fc1", activation="gelu")(y)
+        y = _dense(width, f"block_{i}_fc2")(y)
         x = keras.layers.Add(name=f"block_{i}_add2")([x, y])
     x = keras.layers.LayerNormalization(epsilon=EPS, name="norm")(x)
     cls = SelectToken(0, name="cls_token")(x)

@@ -1,4 +1,5 @@
-"""Where pretrained weights come from: Keras' ImageNet cache, or a `.weights.h5` file.
+"""Where pretrained weights come from: Keras' ImageNet cache or a local copy of its file,
+a `.weights.h5` file, or a timm checkpoint for the transformers (`timm_weights`).
 
 ImageNet weights are Keras' own files (downloaded once into ~/.keras/models by
 keras.applications). Offline, Keras would fail only after long network timeouts; here the
@@ -21,6 +22,7 @@ IMAGENET_FILES = {
     "EfficientNetV2S": "efficientnetv2-s_notop.h5",
 }
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+TIMM_SUFFIXES = (".safetensors", ".npz")  # timm's hub file; the augreg ViT's big_vision file
 TIMEOUT_S = float(os.environ.get("KERASXAI_DOWNLOAD_TIMEOUT", "20"))
 
 
@@ -105,22 +107,45 @@ def build_imagenet_backbone(constructor, arch: str, model_name: str, **kwargs):
         socket.setdefaulttimeout(old)
 
 
-def check_weights_file(path, model_name: str) -> Path:
-    """A `.weights.h5` path that exists, or one clear error."""
+def weights_format(path, model_name: str, transformer: bool) -> str:
+    """What a weights file is, told by its name (the one place), checked to exist:
+    "keras" (`.weights.h5`, saved with model.save_weights from the same model), "timm"
+    (`.safetensors` / `.npz`, transformers; kerasxai.models.timm_weights) or "applications"
+    (another `.h5`: keras.applications' ImageNet file, CNNs)."""
     path = Path(path)
-    if not str(path).endswith(".weights.h5"):
+    if path.name.endswith(".weights.h5"):
+        fmt = "keras"
+    elif transformer and path.suffix in TIMM_SUFFIXES:
+        fmt = "timm"
+    elif not transformer and path.suffix == ".h5":
+        fmt = "applications"
+    else:
+        files = ("a timm checkpoint (.safetensors, or the ViT's augreg .npz)" if transformer
+                 else "keras.applications' ImageNet .h5 file (e.g. " + ", ".join(IMAGENET_FILES.values()) + ")")
         raise WeightsError(
-            f"weights='{path}' for '{model_name}': expected None, 'imagenet' or a path ending in "
-            "'.weights.h5' (saved with model.save_weights)."
+            f"weights='{path}' for '{model_name}': expected None, 'imagenet', a path ending in "
+            f"'.weights.h5' (saved with model.save_weights) or {files}."
         )
     if not path.is_file():
-        raise WeightsError(f"weights file '{path}' for '{model_name}' not found: pass an existing .weights.h5 file.")
-    return path
+        raise WeightsError(f"weights file '{path}' for '{model_name}' not found: pass an existing file.")
+    return fmt
+
+
+def build_applications_backbone(constructor, arch: str, path, model_name: str, **kwargs):
+    """keras.applications `constructor(weights=path, **kwargs)` from a local copy of its
+    ImageNet file (machines without network), or one clear error naming the file."""
+    try:
+        return constructor(weights=str(path), **kwargs)
+    except Exception as exc:  # h5py / layer-count / shape errors of keras' legacy .h5 loader
+        raise WeightsError(
+            f"weights file '{path}' does not fit '{model_name}' ({type(exc).__name__}: {exc}): pass "
+            f"keras.applications' '{IMAGENET_FILES[arch]}' (from {IMAGENET_URL}), complete."
+        ) from exc
 
 
 def load_weights_file(model, path, model_name: str) -> None:
     """Load a `.weights.h5` saved from a model of the same name and input size."""
-    path = check_weights_file(path, model_name)
+    path = Path(path)
     try:
         model.load_weights(str(path))
     except Exception as exc:
