@@ -1,4 +1,4 @@
-"""Fast depthwise convolution for the JAX backend on CPU (issue 7).
+"""Fast depthwise convolution for the JAX backend on CPU.
 
 XLA's grouped (depthwise) convolution on CPU is ~20-40x slower than TensorFlow's
 (0.2-0.35 vs 7.5 GFLOPS on a 32x112x112x64 3x3 case), so MobileNetV3 / EfficientNetV2

@@ -1,4 +1,4 @@
-"""Inference split over the CPU cores for the JAX backend (issue 7).
+"""Inference split over the CPU cores for the JAX backend.
 
 XLA's CPU runtime runs every fusion (elementwise chains: the fast depthwise sums, BatchNorm,
 hard-swish, softmax, the rollout's counting passes) on one thread; only convolutions and dots
