@@ -10,7 +10,8 @@ Signatures (``saved_model_cli show --dir DIR --all`` lists them):
   (tile top-left ``y, x``). The image is tiled, sent through the same exported model
   function, and stitched in TF ops exactly as :mod:`kerasxai.localize` does it (same grid,
   per-tile bilinear upsampling and min-max normalization over valid pixels, gating by score,
-  overlap averaging, ``map * 255 >= pixel_threshold``).
+  overlap averaging, ``map * 255 >= pixel_threshold``), at most ``localize_batch_size`` tiles
+  per forward pass.
 
 ``assets.extra/kerasxai.json`` records the tiling and thresholds (TF Serving ignores it).
 The export is written to a temporary folder beside the target and renamed into place; an
@@ -26,6 +27,7 @@ from pathlib import Path
 
 SERVE = "serve"
 LOCALIZE = "localize"
+LOCALIZE_BATCH = 32  # tiles per forward pass inside ``localize``
 
 
 class ExportError(ValueError):
@@ -52,53 +54,56 @@ def _tile_starts(tf, length, size: int, stride: int):
 
 
 def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_threshold: float,
-                     pixel_threshold: int):
-    """A ``tf.function`` (H, W, 3) uint8 -> stitched outputs, calling ``serve_fn`` on the tiles."""
-    s, stride = int(tile_size), int(tile_size) - int(overlap)
+                     pixel_threshold: int, batch_size: int = LOCALIZE_BATCH):
+    """A ``tf.function`` (H, W, 3) uint8 -> stitched outputs, calling ``serve_fn`` on at most
+    `batch_size` tiles at a time (a ``tf.while_loop``, one batch after the other), so memory
+    grows with the image only by its own size, not by the model's activations of all tiles."""
+    s, stride, chunk = int(tile_size), int(tile_size) - int(overlap), int(batch_size)
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.uint8, name="image")], autograph=False)
     def localize(image):
         h, w = tf.shape(image)[0], tf.shape(image)[1]
         ph, pw = tf.maximum(h, s), tf.maximum(w, s)
-        padded = tf.pad(image, [[0, ph - h], [0, pw - w], [0, 0]])  # zeros, as tile_image
-        valid_full = tf.pad(tf.ones((h, w), tf.bool), [[0, ph - h], [0, pw - w]])
+        # zeros, as tile_image; flat (pixel, channel) so a tile is one gather of flat indices
+        pixels = tf.reshape(tf.pad(image, [[0, ph - h], [0, pw - w], [0, 0]]), [-1, 3])
+        valid_pixels = tf.reshape(tf.pad(tf.ones((h, w), tf.bool), [[0, ph - h], [0, pw - w]]), [-1])
         ys, xs = _tile_starts(tf, h, s, stride), _tile_starts(tf, w, s, stride)
-        ny, nx = tf.size(ys), tf.size(xs)
-        r = tf.range(s)
-        rows, cols = ys[:, None] + r[None], xs[:, None] + r[None]  # (ny, S), (nx, S)
-
-        def cut(full):  # (Hp, Wp, ...) -> (ny * nx, S, S, ...), row-major like TileGrid.positions
-            t = tf.gather(tf.gather(full, rows, axis=0), cols, axis=2)  # (ny, S, nx, S, ...)
-            rank = len(full.shape)
-            t = tf.transpose(t, [0, 2, 1, 3] + list(range(4, rank + 2)))
-            return tf.reshape(t, tf.concat([[ny * nx, s, s], tf.shape(full)[2:]], 0))
-
-        tiles, valid = cut(padded), cut(valid_full)
-        out = serve_fn(tiles)
-        scores = tf.reshape(tf.cast(out["score"], tf.float32), [-1])
-        heat = tf.image.resize(tf.cast(out["heatmap"], tf.float32)[..., None], (s, s), method="bilinear")[..., 0]
-        lo = tf.reduce_min(tf.where(valid, heat, float("inf")), axis=[1, 2], keepdims=True)
-        hi = tf.reduce_max(tf.where(valid, heat, float("-inf")), axis=[1, 2], keepdims=True)
-        span = hi - lo
-        keep = (span > 0) & (scores > score_threshold)[:, None, None] & valid
-        maps = tf.where(keep, tf.clip_by_value((heat - lo) / tf.where(span > 0, span, 1.0), 0.0, 1.0), 0.0)
-
-        gy, gx = tf.meshgrid(ys, xs, indexing="ij")
+        gy, gx = tf.meshgrid(ys, xs, indexing="ij")  # row-major like TileGrid.positions
         ty, tx = tf.reshape(gy, [-1]), tf.reshape(gx, [-1])
-        flat = (ty[:, None, None] + r[None, :, None]) * pw + (tx[:, None, None] + r[None, None, :])
-        flat = tf.reshape(flat, [-1])
-        total = tf.math.unsorted_segment_sum(tf.reshape(maps, [-1]), flat, ph * pw)
-        count = tf.math.unsorted_segment_sum(tf.ones_like(flat, tf.float32), flat, ph * pw)
+        n = tf.size(ty)
+        r = tf.range(s)
+
+        def step(i, total, count, scores):
+            cy, cx = ty[i:i + chunk], tx[i:i + chunk]
+            flat = (cy[:, None, None] + r[None, :, None]) * pw + (cx[:, None, None] + r[None, None, :])  # (k, S, S)
+            tiles, valid = tf.gather(pixels, flat), tf.gather(valid_pixels, flat)
+            out = serve_fn(tiles)
+            tile_scores = tf.reshape(tf.cast(out["score"], tf.float32), [-1])
+            heat = tf.image.resize(tf.cast(out["heatmap"], tf.float32)[..., None], (s, s), method="bilinear")[..., 0]
+            lo = tf.reduce_min(tf.where(valid, heat, float("inf")), axis=[1, 2], keepdims=True)
+            hi = tf.reduce_max(tf.where(valid, heat, float("-inf")), axis=[1, 2], keepdims=True)
+            span = hi - lo
+            keep = (span > 0) & (tile_scores > score_threshold)[:, None, None] & valid
+            maps = tf.where(keep, tf.clip_by_value((heat - lo) / tf.where(span > 0, span, 1.0), 0.0, 1.0), 0.0)
+            index = tf.reshape(flat, [-1, 1])
+            total = tf.tensor_scatter_nd_add(total, index, tf.reshape(maps, [-1]))
+            count = tf.tensor_scatter_nd_add(count, index, tf.ones([tf.size(flat)], tf.float32))
+            return i + chunk, total, count, scores.write(i // chunk, tile_scores)
+
+        zeros = tf.zeros([ph * pw], tf.float32)
+        scores = tf.TensorArray(tf.float32, size=(n + chunk - 1) // chunk, infer_shape=False)
+        _, total, count, scores = tf.while_loop(lambda i, *_: i < n, step, (tf.constant(0), zeros, zeros, scores),
+                                                parallel_iterations=1)
         heatmap = tf.reshape(total / tf.maximum(count, 1.0), (ph, pw))[:h, :w]
         mask = tf.cast(heatmap * 255.0 >= float(pixel_threshold), tf.uint8)
-        return {"heatmap": heatmap, "mask": mask, "scores": scores, "positions": tf.stack([ty, tx], axis=1)}
+        return {"heatmap": heatmap, "mask": mask, "scores": scores.concat(), "positions": tf.stack([ty, tx], axis=1)}
 
     return localize
 
 
 def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2, score_threshold: float = 0.5,
-                 pixel_threshold: int = 127, localize: bool = True, metadata: dict | None = None,
-                 verbose: bool = False) -> Path:
+                 pixel_threshold: int = 127, localize: bool = True, batch_size: int = LOCALIZE_BATCH,
+                 metadata: dict | None = None, verbose: bool = False) -> Path:
     """Write ``model`` as a TF Serving SavedModel at ``out_dir`` (``.../name/<version>``).
 
     Returns the final path. Raises :class:`ExportError` when the target is not a fresh
@@ -116,6 +121,8 @@ def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2
         outputs = model(keras.ops.cast(tiles, "float32"), training=False)
         return {"score": outputs["score"], "heatmap": outputs["heatmap"]}
 
+    if int(batch_size) < 1:
+        raise ExportError(f"batch_size must be >= 1, got {batch_size}")
     archive = keras.export.ExportArchive()
     archive.track(model)
     serve_fn = archive.add_endpoint(
@@ -123,7 +130,7 @@ def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2
     )
     if localize:
         loc = make_localize_fn(tf, serve_fn, tile_size=s, overlap=overlap, score_threshold=score_threshold,
-                               pixel_threshold=pixel_threshold)
+                               pixel_threshold=pixel_threshold, batch_size=batch_size)
         loc.get_concrete_function()
         archive.add_endpoint(LOCALIZE, loc)
 
@@ -139,6 +146,7 @@ def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2
             "overlap": int(overlap),
             "score_threshold": float(score_threshold),
             "pixel_threshold": int(pixel_threshold),
+            "localize_batch_size": int(batch_size),
             "signatures": {"serving_default": "tiles uint8 (None, S, S, 3) -> score (None, 1), heatmap (None, h, w)"}
             | ({LOCALIZE: "image uint8 (H, W, 3) -> heatmap (H, W), mask (H, W), scores (N,), positions (N, 2)"}
                if localize else {}),
@@ -165,5 +173,5 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best",
     cfg, model = load_run(run_dir, which=which)
     return export_model(model, out_dir, tile_size=cfg.data.tile.size, overlap=cfg.data.tile.overlap,
                         score_threshold=cfg.eval.score_threshold, pixel_threshold=cfg.eval.pixel_threshold,
-                        localize=localize, verbose=verbose,
+                        localize=localize, batch_size=cfg.eval.batch_size, verbose=verbose,
                         metadata={"run": str(run_dir), "checkpoint": which, "model_name": cfg.model.name})

@@ -98,6 +98,20 @@ def test_localize_signature_matches_library(exported, standin, hw):
     assert ref.mask.any()  # a meaningful comparison: defects found, some tiles gated
 
 
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_localize_runs_tiles_in_bounded_batches_with_the_same_outputs(standin, tmp_path, batch_size):
+    """12 tiles in batches of 1 or 5 (the last one partial) give the library's outputs."""
+    import tensorflow as tf
+
+    path = export_model(standin, tmp_path / "standin" / "1", tile_size=TILE, overlap=OVERLAP,
+                        score_threshold=0.5, batch_size=batch_size)
+    assert json.loads((path / "assets.extra" / "kerasxai.json").read_text())["localize_batch_size"] == batch_size
+    img = synthetic_board(150, 230, [(40, 30, 54, 44), (200, 120, 214, 134)])
+    ref = assert_localize_parity(tf.saved_model.load(str(path)), Localizer(standin, tile_size=TILE, overlap=OVERLAP),
+                                 img)
+    assert len(ref.positions) == 12 and ref.mask.any()
+
+
 def test_refuses_to_overwrite_and_bad_layout(exported, standin, tmp_path):
     path, _ = exported
     before = sorted(p.name for p in path.iterdir())
