@@ -13,6 +13,10 @@ Signatures (``saved_model_cli show --dir DIR --all`` lists them):
   overlap averaging, ``map * 255 >= pixel_threshold``), at most ``localize_batch_size`` tiles
   per forward pass.
 
+Both check their input at run time (TF Serving does not check a signature's shapes): a wrong
+shape or an empty image is an InvalidArgumentError whose message says what to send; an
+empty batch of tiles gives empty outputs.
+
 ``assets.extra/kerasxai.json`` records the tiling and thresholds (TF Serving ignores it).
 The export is written to a temporary folder beside the target and renamed into place; an
 existing version folder is never overwritten.
@@ -27,6 +31,7 @@ from pathlib import Path
 
 SERVE = "serve"
 LOCALIZE = "localize"
+MODEL_FN = "model_tiles"  # the model on a non-empty batch, unchecked: tracked, not a signature
 LOCALIZE_BATCH = 32  # tiles per forward pass inside ``localize``
 
 
@@ -53,6 +58,44 @@ def _tile_starts(tf, length, size: int, stride: int):
     return tf.minimum(tf.range(count) * stride, span)
 
 
+def _assert(tf, ok, message: str, *data):
+    """A runtime check with a message a client can act on (TF Serving does not check the
+    signature's shapes, and XLA's shape errors name no input)."""
+    return tf.debugging.Assert(ok, [message, *data], summarize=8)
+
+
+def _shape_is(tf, shape, expected) -> "tf.Tensor":
+    """Whether the runtime `shape` is `expected` (-1: any size), whatever rank it has."""
+    rank = len(expected)
+    head = tf.concat([shape, tf.zeros([rank], tf.int32)], 0)[:rank]
+    fixed = [i for i, d in enumerate(expected) if d >= 0]
+    same = tf.reduce_all(tf.equal(tf.gather(head, fixed), [expected[i] for i in fixed]))
+    return tf.logical_and(tf.equal(tf.size(shape), rank), same)
+
+
+def make_serve_fn(tf, model_fn, *, tile_size: int):
+    """The checked tile signature around `model_fn` (the exported model on a non-empty batch):
+    shape errors name the expected shape, an empty batch gives empty outputs."""
+    s = int(tile_size)
+    spec = model_fn.get_concrete_function().structured_outputs
+    score_spec, heat_spec = spec["score"], spec["heatmap"]
+
+    @tf.function(input_signature=[tf.TensorSpec((None, s, s, 3), tf.uint8, name="tiles")], autograph=False)
+    def serve(tiles):
+        shape = tf.shape(tiles)
+        check = _assert(tf, _shape_is(tf, shape, [-1, s, s, 3]),
+                        f"tiles must be uint8 of shape (N, {s}, {s}, 3): N RGB tiles of {s}x{s} pixels; got shape",
+                        shape)
+        with tf.control_dependencies([check]):
+            tiles = tf.identity(tiles)
+        out = tf.cond(shape[0] > 0, lambda: dict(model_fn(tiles)),
+                      lambda: {"score": tf.zeros([0, *score_spec.shape[1:]], score_spec.dtype),
+                               "heatmap": tf.zeros([0, *heat_spec.shape[1:]], heat_spec.dtype)})
+        return {"score": out["score"], "heatmap": out["heatmap"]}
+
+    return serve
+
+
 def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_threshold: float,
                      pixel_threshold: int, batch_size: int = LOCALIZE_BATCH):
     """A ``tf.function`` (H, W, 3) uint8 -> stitched outputs, calling ``serve_fn`` on at most
@@ -62,6 +105,15 @@ def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_thresh
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.uint8, name="image")], autograph=False)
     def localize(image):
+        shape = tf.shape(image)
+        checks = [
+            _assert(tf, _shape_is(tf, shape, [-1, -1, 3]),
+                    "image must be uint8 of shape (H, W, 3), one RGB image; got shape", shape),
+            _assert(tf, tf.reduce_all(shape[:2] > 0), "image is empty (H or W is 0): send an image of at "
+                    "least 1x1 pixels; got shape", shape),
+        ]
+        with tf.control_dependencies(checks):
+            image = tf.identity(image)
         h, w = tf.shape(image)[0], tf.shape(image)[1]
         ph, pw = tf.maximum(h, s), tf.maximum(w, s)
         # zeros, as tile_image; flat (pixel, channel) so a tile is one gather of flat indices
@@ -101,6 +153,15 @@ def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_thresh
     return localize
 
 
+def _hide_endpoint(archive, name: str) -> None:
+    """Keep endpoint `name` out of the SavedModel's signatures (it stays a tracked function
+    the signatures call). Keras has no public switch for it; without its private list the
+    endpoint stays a signature."""
+    names = getattr(archive, "_endpoint_names", None)
+    if isinstance(names, list) and name in names:
+        names.remove(name)
+
+
 def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2, score_threshold: float = 0.5,
                  pixel_threshold: int = 127, localize: bool = True, batch_size: int = LOCALIZE_BATCH,
                  metadata: dict | None = None, verbose: bool = False) -> Path:
@@ -125,14 +186,18 @@ def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2
         raise ExportError(f"batch_size must be >= 1, got {batch_size}")
     archive = keras.export.ExportArchive()
     archive.track(model)
-    serve_fn = archive.add_endpoint(
-        SERVE, serve, input_signature=[tf.TensorSpec((None, s, s, 3), tf.uint8, name="tiles")]
+    model_fn = archive.add_endpoint(
+        MODEL_FN, serve, input_signature=[tf.TensorSpec((None, s, s, 3), tf.uint8, name="tiles")]
     )
+    serve_fn = make_serve_fn(tf, model_fn, tile_size=s)
+    serve_fn.get_concrete_function()
+    archive.add_endpoint(SERVE, serve_fn)
     if localize:
-        loc = make_localize_fn(tf, serve_fn, tile_size=s, overlap=overlap, score_threshold=score_threshold,
+        loc = make_localize_fn(tf, model_fn, tile_size=s, overlap=overlap, score_threshold=score_threshold,
                                pixel_threshold=pixel_threshold, batch_size=batch_size)
         loc.get_concrete_function()
         archive.add_endpoint(LOCALIZE, loc)
+    _hide_endpoint(archive, MODEL_FN)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"

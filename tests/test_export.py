@@ -69,6 +69,7 @@ def test_layout_signatures_and_metadata(exported):
     text = show(path)
     for sig in ("serving_default", "localize"):
         assert f"signature_def['{sig}']" in text
+    assert text.count("signature_def[") == 3 + ("__saved_model_init_op" in text)  # serve, its alias, localize
     assert "inputs['tiles']" in text and "DT_UINT8" in text and f"(-1, {TILE}, {TILE}, 3)" in text
     assert "inputs['image']" in text and "(-1, -1, 3)" in text
     for out in ("score", "heatmap", "mask", "scores", "positions"):
@@ -110,6 +111,38 @@ def test_localize_runs_tiles_in_bounded_batches_with_the_same_outputs(standin, t
     ref = assert_localize_parity(tf.saved_model.load(str(path)), Localizer(standin, tile_size=TILE, overlap=OVERLAP),
                                  img)
     assert len(ref.positions) == 12 and ref.mask.any()
+
+
+def _serving_error(fn, **inputs) -> str:
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        fn(**{k: tf.constant(v) for k, v in inputs.items()})
+    return info.value.message
+
+
+def test_signatures_check_their_input_with_messages_a_client_can_act_on(exported):
+    """What TF Serving would pass on unchecked: wrong tile size, channels, rank, empty images."""
+    import tensorflow as tf
+
+    _, loaded = exported
+    serve, localize = loaded.signatures["serving_default"], loaded.signatures["localize"]
+    msg = _serving_error(serve, tiles=np.zeros((2, 32, 32, 3), np.uint8))
+    assert f"tiles must be uint8 of shape (N, {TILE}, {TILE}, 3)" in msg and "[2 32 32 3]" in msg
+    msg = _serving_error(serve, tiles=np.zeros((1, TILE, TILE, 4), np.uint8))
+    assert "tiles must be" in msg and f"[1 {TILE} {TILE} 4]" in msg
+    for shape in [(0, 0, 3), (0, 40, 3), (40, 0, 3)]:
+        msg = _serving_error(localize, image=np.zeros(shape, np.uint8))
+        assert "image is empty" in msg and "[{} {} 3]".format(*shape[:2]) in msg
+    msg = _serving_error(localize, image=np.zeros((30, 40, 4), np.uint8))
+    assert "image must be uint8 of shape (H, W, 3)" in msg and "[30 40 4]" in msg
+    # an empty batch is not an error: empty outputs of the usual shapes
+    out = serve(tiles=tf.zeros((0, TILE, TILE, 3), tf.uint8))
+    one = serve(tiles=tf.zeros((1, TILE, TILE, 3), tf.uint8))
+    assert out["score"].shape == (0, 1) and out["heatmap"].shape == (0, *one["heatmap"].shape[1:])
+    assert out["score"].dtype == one["score"].dtype and out["heatmap"].dtype == one["heatmap"].dtype
+    # a 1x1 image is the smallest valid one
+    assert localize(image=tf.zeros((1, 1, 3), tf.uint8))["heatmap"].shape == (1, 1)
 
 
 def test_refuses_to_overwrite_and_bad_layout(exported, standin, tmp_path):
