@@ -59,6 +59,8 @@ class ModelEvaluation:
     overlays: list[OverlayTile] = field(default_factory=list)
     seconds: float = 0.0
     tiles: int = 0
+    # pixel precision-recall curves behind PxAP: {"gated" | "ungated": ThresholdFreeMetrics.curve()}
+    pr_curves: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -264,5 +266,6 @@ def evaluate_model(
         metrics=main.result(), fusion=fusion, discard_ratio=ratio,
         baselines={k: v.result() for k, v in base_acc.items()}, sweep=sweep, overlays=overlays,
         seconds=time.perf_counter() - start, tiles=n_tiles,
+        pr_curves={"gated": main.threshold_free.curve(), "ungated": main.ungated[1].curve()},
     )
 

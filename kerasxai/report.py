@@ -9,10 +9,13 @@ Input: a list of :class:`kerasxai.evaluation.ModelEvaluation`. Output folder:
   the average rank (tables 3.5 / 3.7), plus the average over all nine map metrics;
 - ``baselines.{csv,md}`` each model's own map next to its post-hoc and trivial baselines;
 - ``sweep.csv``          transformers: every fusion x discard ratio;
+- ``summary.{csv,md}``   one row per model: score accuracy, F1, pointing game, PxAP, with
+  the thesis' PCB figures beside them where it has them (:mod:`kerasxai.thesis`);
 - ``results.json``       everything above in one document;
-- ``figures/*.png``      overlays (3.4 / 3.5), full vs downscaled CNN bars (3.6 / 3.8),
-  fusion x discard grids (3.10);
-- ``report.html``        tables and figures together, PNGs embedded as base64 (offline).
+- ``figures/*.png``      pixel precision-recall curves (the curves behind PxAP), overlays
+  (3.4 / 3.5), full vs downscaled CNN bars (3.6 / 3.8), fusion x discard grids (3.10);
+- ``report.html``        the summary table first, the PR curves, then the wide tables folded
+  and the figures; PNGs embedded as base64 (offline); fits a 1280 px wide window.
 
 Every file is written to a temporary name and moved into place (``os.replace``).
 """
@@ -33,8 +36,9 @@ from matplotlib.figure import Figure
 
 from kerasxai.metrics import METRIC_LABELS, UNGATED_KEYS, rank_models, upsample_bilinear
 from kerasxai.runs import atomic_write_bytes, atomic_write_text
+from kerasxai.thesis import thesis_summary
 
-__all__ = ["write_report", "metrics_rows", "ranking_rows", "baseline_rows", "THESIS_METRICS", "MAP_METRICS"]
+__all__ = ["write_report", "summary_rows", "metrics_rows", "ranking_rows", "baseline_rows", "THESIS_METRICS", "MAP_METRICS"]
 
 # The six map metrics of thesis tables 3.4-3.7 (pooled), in the thesis' column order.
 THESIS_METRICS = ["pooled_f1", "pooled_precision", "pooled_jaccard", "pooled_accuracy", "pooled_recall", "pointing_game"]
@@ -101,6 +105,29 @@ def _sweep_at(ev, fusion: str, ratio: float) -> dict | None:
     if fusion not in ev.sweep["metrics"] or ratio not in ratios:
         return None
     return ev.sweep["metrics"][fusion][ratios.index(ratio)]
+
+
+SUMMARY_METRICS = ["classification_accuracy", "pooled_f1", "pointing_game", "pxap"]
+# each metric, then the thesis' figure beside it where the thesis reports one
+SUMMARY_COLUMNS = ["model", "tiles", "classification_accuracy", "thesis_classification_accuracy", "pooled_f1",
+                   "thesis_pooled_f1", "pointing_game", "thesis_pointing_game", "pxap"]
+SUMMARY_HEADERS = ["Model", "Tiles", "Score accuracy", "thesis", "F1 (pooled)", "thesis", "Pointing game", "thesis",
+                   "PxAP"]
+
+
+def summary_rows(evaluations) -> list[dict]:
+    """One row per model (transformers: at their own fusion and discard ratio): the summary
+    metrics, each followed by the thesis' figure as ``thesis_<metric>`` where it has one."""
+    rows = []
+    for ev in evaluations:
+        thesis = thesis_summary(ev.model, ev.fusion if ev.kind == "transformer" else None)
+        row = {"model": ev.label, "tiles": ev.tiles}
+        for m in SUMMARY_METRICS:
+            row[m] = ev.metrics.get(m, float("nan"))
+            if f"thesis_{m}" in SUMMARY_COLUMNS:
+                row[f"thesis_{m}"] = thesis.get(m, "")
+        rows.append(row)
+    return rows
 
 
 def metrics_rows(evaluations) -> list[dict]:
@@ -176,6 +203,35 @@ def _normalized(heat: np.ndarray, size: int, valid: np.ndarray) -> np.ndarray:
     v = valid.astype(bool)
     lo, hi = up[v].min(), up[v].max()
     return np.where(v, (up - lo) / (hi - lo) if hi > lo else 0.0, 0.0)
+
+
+def pr_figure(evaluations) -> bytes | None:
+    """Pixel precision-recall curves per model (the curves whose area is PxAP): gated as in
+    the protocol, and ungated (every tile's map as if its score passed the gate)."""
+    kinds = [k for k in ("gated", "ungated") if any(k in ev.pr_curves for ev in evaluations)]
+    if not kinds:
+        return None
+    fig = Figure(figsize=(5.2 * len(kinds), 4.2), layout="constrained")
+    key = {"gated": "pxap", "ungated": "pxap_ungated"}
+    for i, kind in enumerate(kinds):
+        ax = fig.add_subplot(1, len(kinds), i + 1)
+        for ev in evaluations:
+            c = ev.pr_curves.get(kind)
+            if c is None or not len(c["recall"]):
+                continue
+            recall = np.concatenate([[0.0], c["recall"]])
+            precision = np.concatenate([[c["precision"][0]], c["precision"]])
+            ap = ev.metrics.get(key[kind], float("nan"))
+            ax.plot(recall, precision, drawstyle="steps-post", lw=1.2, label=f"{ev.label} (PxAP {ap:.3f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("pixel recall", fontsize=8)
+        ax.set_ylabel("pixel precision", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.set_title("score-gated maps (protocol)" if kind == "gated" else "ungated maps", fontsize=9)
+        ax.legend(fontsize=6.5, loc="upper right")
+    return _png(fig)
 
 
 def overlay_figure(evaluations, pixel_threshold: float = 127, score_threshold: float = 0.5) -> bytes | None:
@@ -268,9 +324,30 @@ def sweep_figure(ev) -> bytes | None:
 # ------------------------------------------------------------------------------- report
 
 
-_CSS = """body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px;margin:1em 0}
-td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,th:first-child{text-align:left}
-th{background:#f2f2f2}img{max-width:100%;border:1px solid #ddd}.note{color:#555;font-size:13px}"""
+_CSS = """*{box-sizing:border-box}body{font-family:sans-serif;margin:1em auto;padding:0 1em;max-width:1240px}
+table{border-collapse:collapse;font-size:12px;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
+td:first-child,th:first-child{text-align:left}th{background:#f2f2f2}table.summary{font-size:14px}
+table.summary td:first-child{font-weight:bold}table.summary .thesis{color:#777}
+.scroll{overflow-x:auto;max-width:100%}details{margin:0.6em 0;border:1px solid #ddd;border-radius:4px;padding:0.3em 0.6em}
+summary{cursor:pointer;font-weight:bold;font-size:15px}img{max-width:100%;height:auto;border:1px solid #ddd}
+.note{color:#555;font-size:13px;overflow-wrap:anywhere}h2{font-size:18px;margin-top:1.2em}"""
+
+
+SUMMARY_NOTE = (
+    "Score accuracy: share of tiles classified right (defective when the score is above the score threshold). F1 and pointing game follow the "
+    "thesis protocol; PxAP is threshold-free. Transformers at their own head fusion and discard ratio. 'thesis': the "
+    "study's figures on its own PCB dataset with ImageNet-pretrained models (tables 3.2 / 3.4): another dataset and "
+    "budget, so compare trends, not values; empty where it reports none."
+)
+
+
+def _summary_html(rows: list[dict], columns: list[str]) -> str:
+    """The summary table; thesis cells greyed so the measured values stand out."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in SUMMARY_HEADERS)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=thesis' if c.startswith('thesis_') else ''}>{html.escape(_fmt(r.get(c, '')))}</td>"
+                         for c in columns) + "</tr>" for r in rows)
+    return f"<div class='scroll'><table class='summary'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def write_report(
@@ -307,6 +384,7 @@ def write_report(
     bcols = ["model", "method"] + MAP_METRICS + ungated
     scols = ["model", "fusion", "discard_ratio"] + MAP_METRICS
     tables = {
+        "summary": (summary_rows(evaluations), SUMMARY_COLUMNS, SUMMARY_HEADERS),
         "metrics": (mrows, mcols, ["Model"] + _labels(mcols[1:])),
         "ranking": (rrows, rcols, ["Model"] + _labels(MAP_METRICS) + ["Average rank", "Average rank (all 9)"]),
         "baselines": (brows, bcols, ["Model", "Map"] + _labels(bcols[2:])),
@@ -317,9 +395,12 @@ def write_report(
     if srows:
         put("sweep.csv", _csv(srows, scols))
     doc = {"title": title, "context": context or {}, "models": [ev.to_dict() for ev in evaluations],
-           "metrics": mrows, "ranking": rrows, "baselines": brows}
+           "summary": tables["summary"][0], "metrics": mrows, "ranking": rrows, "baselines": brows}
     put("results.json", json.dumps(_json_safe(doc), indent=2) + "\n")
 
+    pr_png = pr_figure(evaluations)
+    if pr_png:
+        put("figures/pr_curves.png", pr_png)
     figures: list[tuple[str, str, bytes]] = []
     png = overlay_figure(evaluations, pixel_threshold, score_threshold)
     if png:
@@ -345,20 +426,30 @@ def write_report(
         "'Ungated' columns score every tile's map as if its score passed the gate: the map apart from the classifier. "
         "Ranks are computed within the CNN and transformer groups, as in thesis tables 3.5 / 3.7."
     )
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+
+    def img(caption: str, data: bytes) -> str:
+        b64 = base64.b64encode(data).decode("ascii")
+        return f"<img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>"
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'>"
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+             f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
     if context:
         parts.append("<p class='note'>" + "<br>".join(f"<b>{html.escape(str(k))}</b>: {html.escape(str(v))}"
                                                        for k, v in context.items()) + "</p>")
-    parts.append(f"<p class='note'>{html.escape(notes)}</p>")
-    for name, heading in [("metrics", "Map metrics per model (cf. tables 3.4 / 3.6)"),
+    parts.append("<h2>Summary</h2>" + _summary_html(*tables["summary"][:2]) + f"<p class='note'>{html.escape(SUMMARY_NOTE)}</p>")
+    if pr_png:
+        caption = "Pixel precision-recall curves (PxAP is the area under each)"
+        parts.append(f"<h2>{caption}</h2>" + img(caption, pr_png))
+    for name, heading in [("metrics", "All map metrics per model (cf. tables 3.4 / 3.6)"),
                           ("ranking", "Ranking by average rank (cf. tables 3.5 / 3.7)"),
                           ("baselines", "Single-pass maps vs post-hoc and trivial baselines")]:
         rows, cols, heads = tables[name]
-        parts.append(f"<h2>{heading}</h2>" + _html_table(rows, cols, heads, name == "ranking"))
+        parts.append(f"<details><summary>{heading}</summary><div class='scroll'>"
+                     + _html_table(rows, cols, heads, name == "ranking") + "</div></details>")
+    parts.append(f"<details><summary>How the metrics are computed</summary><p class='note'>{html.escape(notes)}</p></details>")
     for _, caption, data in figures:
-        b64 = base64.b64encode(data).decode("ascii")
-        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' src='data:image/png;base64,{b64}'>")
+        parts.append(f"<h2>{html.escape(caption)}</h2>" + img(caption, data))
     parts.append("</body></html>\n")
     put("report.html", "".join(parts))
     return {k: v for k, v in written.items()}
