@@ -1,6 +1,7 @@
 """The benchmark and profiling tools under tools/ run and write what they promise (small sizes)."""
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -74,13 +75,48 @@ def test_profile_model_charges_operations_to_layer_scopes(tmp_path):
     assert "| rollout |" in stdout
 
 
-def test_map_ratio_targets_show_the_per_round_spread():
-    """A median ratio near the threshold says little without the round-to-round spread."""
+def load_tool(script):
+    """tools/<script> as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_tool", REPO / "tools" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py") + "_tool", REPO / "tools" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_interleaved_rounds_count_tiles_per_callable_and_split_cpu_time():
+    """Callables of different batch sizes interleave; tiles/s uses each one's size; CPU time splits user/system."""
+    worker = load_tool("bench_worker.py")
+    spin = lambda: sum(range(20000))  # noqa: E731
+    cells = worker.interleaved({"b2": spin, "b4": spin}, rounds=2, min_time=0.05, batch={"b2": 2, "b4": 4})
+    for k, tiles in (("b2", 2), ("b4", 4)):
+        c = cells[k]
+        assert c["tiles_per_s"] == pytest.approx(tiles / statistics.median(c["seconds_per_batch"]), rel=1e-3)
+        assert len(c["seconds_per_batch"]) == 2 and c["cpu_user_s"] > 0 and 0 <= c["cpu_system_share"] < 1
+    assert cells["b2"]["ratio_to_b2"] == 1.0
+
+
+def test_training_rows_in_the_markdown():
+    """bench.md lists the train-step figures per model, backend and batch, and the epoch split."""
+    bench = load_tool("bench.py")
+    cell = {"tiles_per_s": 20.0, "tiles_per_cpu_s": 11.0, "cpu_system_share": 0.125, "peak_rss_mib": 900.0,
+            "first_call_s": 31.0}
+    steady = {"steps": 20, "wall_s": 50.0, "train_step_s": 40.0, "outside_train_step_share": 0.2,
+              "validation_s": 6.0, "cpu_system_share": 0.05}
+    results = {"jax_train": {"precision": "mixed_bfloat16",
+                             "models": {"m": {"batches": {"32": {"train_step": cell}, "64": {"train_step": cell}}}}},
+               "tf_epoch": {"epoch": {"model": "m", "data": "synthetic", "batch": 32, "steady": steady}}}
+    md = "\n".join(bench.training_markdown(results))
+    assert "precision mixed_bfloat16" in md
+    assert "| m | JAX | 32 | 20.0 | 11.0 | 12.5 % | 900 | 31.0 |" in md and "| m | JAX | 64 |" in md
+    assert "| m | TF | synthetic | 32 | 20 | 50.00 | 40.00 | 20.0 % | 6.00 | 5.0 % |" in md
+    assert bench.training_markdown({}) == []
+
+
+def test_map_ratio_targets_show_the_per_round_spread():
+    """A median ratio near the threshold says little without the round-to-round spread."""
+    bench = load_tool("bench.py")
     ratios = [0.80, 0.84, 0.88, 0.92, 0.96]  # score+heatmap / score-only, one a round
 
     def cell(cpu_seconds, ratio):
@@ -94,3 +130,39 @@ def test_map_ratio_targets_show_the_per_round_spread():
     assert len(rows) == 1 and rows[0]["value"] == 0.88 and rows[0]["met"] is False
     assert "per-round quartiles 0.82-0.94" in rows[0]["note"]
 
+
+def test_bench_refuses_unknown_sections(tmp_path):
+    cmd = [sys.executable, str(REPO / "tools" / "bench.py"), "--out", str(tmp_path / "b"), "--only", "train,bogus"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 2 and "bogus" in done.stderr and "epoch" in done.stderr
+
+
+@pytest.mark.slow
+def test_bench_training_rows(tmp_path):
+    """--only train,epoch: train-step figures per backend, and a real short training's epoch split."""
+    out = tmp_path / "bench"
+    model = "vit_tiny_patch16_224"  # at 32 px the fastest registry model to compile
+    cmd = [sys.executable, str(REPO / "tools" / "bench.py"), "--out", str(out), "--only", "train,epoch", "--size", "32",
+           "--models", model, "--tf-models", model, "--train-batches", "2,4", "--rounds", "1", "--min-time", "0",
+           "--epoch-steps", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:] + (out / "bench.log").read_text()[-3000:]
+    res = json.loads((out / "bench.json").read_text())
+    assert {"jax_train", "tf_train", "jax_epoch", "tf_epoch"} <= set(res) and "jax_models" not in res
+    for key in ("jax_train", "tf_train"):
+        assert res[key]["precision"] == "float32"
+        rec = res[key]["models"][model]
+        assert set(rec["batches"]) == {"2"} and rec["params"] > 1e6  # a transformer: the smallest batch only
+        cell = rec["batches"]["2"]["train_step"]
+        assert cell["tiles_per_s"] > 0 and cell["tiles_per_cpu_s"] > 0 and cell["peak_rss_mib"] > 100
+        assert cell["first_call_s"] > 0 and cell["cpu_user_s"] > 0 and 0 <= cell["cpu_system_share"] < 1
+    for key in ("jax_epoch", "tf_epoch"):
+        e = res[key]["epoch"]
+        assert e["model"] == model and e["batch"] == 2 and len(e["epochs"]) == 2
+        st = e["steady"]
+        assert st["steps"] == 2 and st["wall_s"] > st["train_step_s"] > 0 and st["validation_s"] > 0
+        assert 0 < st["outside_train_step_share"] < 1 and 0 <= st["cpu_system_share"] < 1
+        assert e["epochs"][0]["train_step_s"] > st["train_step_s"]  # the first epoch compiles
+    md = (out / "bench.md").read_text()
+    assert f"| {model} | TF | 2 |" in md and "Train step" in md
+    assert "End-to-end epoch" in md and f"| {model} | JAX | synthetic | 2 | 2 |" in md

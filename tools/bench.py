@@ -1,13 +1,16 @@
-"""Benchmark suite: what the heatmap costs, JAX vs TF, post-hoc cost, pipeline, predict.
+"""Benchmark suite: what the heatmap costs, JAX vs TF, post-hoc cost, pipeline, predict, training.
 
     python tools/bench.py --out bench_out/            # full run (~20-25 min on 2 idle cores)
     python tools/bench.py --out bench_out/ --quick    # smoke run (2 models, fewer rounds)
+    python tools/bench.py --out bench_out/ --only train,epoch --precision mixed_bfloat16
 
 Each backend runs in its own child process (tools/bench_worker.py with KERAS_BACKEND set);
 inside a child, the variants being compared (score-only vs score+heatmap, single pass vs
 post-hoc) are interleaved round by round, so their ratio is measured side by side. Every
 figure is the median of several timed rounds after warm-up (compilation excluded and
-reported separately). Writes ``bench.json`` (all raw figures, machine load, versions,
+reported separately). Training: train-step tiles/s per model (kerasxai.training's model,
+loss, metrics and Adam on random tiles) and one short real training run whose epoch wall time
+is split into train steps and the rest. Writes ``bench.json`` (all raw figures, machine load, versions,
 targets) and ``bench.md`` (tables + targets met/missed) into --out, atomically.
 """
 
@@ -37,6 +40,8 @@ PEER_FORWARD = {"mobilenetv3_large": 40.0, "efficientnetv2_s": 8.6, "vit_tiny_pa
 PEER_GRADCAM = {"mobilenetv3_large": 15.0}
 JAX_VS_TF_MODELS = ["mobilenetv3_large", "efficientnetv2_s"]
 KEY_MODELS = ["mobilenetv3_large", "efficientnetv2_s", "vit_tiny_patch16_224"]  # measured first
+# what --skip / --only name; "tf" is every run on the TensorFlow backend
+SECTIONS = ("models", "tf", "posthoc", "predict", "pipeline", "train", "epoch")
 
 
 def _cores():
@@ -54,11 +59,11 @@ def run_child(argv, env_backend, log, timeout):
     return done.returncode, done.stdout
 
 
-def worker(task, backend, models, args, work, log):
+def worker(task, backend, models, args, work, log, batches=None, extra=()):
     out = work / f"{task}_{backend}.json"
     argv = [WORKER, task, "--models", ",".join(models), "--size", args.size,
-            "--batches", ",".join(map(str, args.batches)), "--rounds", args.rounds,
-            "--min-time", args.min_time, "--json", out]
+            "--batches", ",".join(map(str, batches or args.batches)), "--rounds", args.rounds,
+            "--min-time", args.min_time, "--json", out, *extra]
     print(f"bench: {task} on {backend}: {', '.join(models)}", file=sys.stderr, flush=True)
     rc, _ = run_child(argv, backend, log, args.timeout)
     if rc != 0 or not out.is_file():
@@ -307,6 +312,8 @@ def markdown(results, cmd):
                          f"{_f(_tps(split, cpu))} ({_f(split and split['tiles_per_s'])}) | "
                          f"{_f(_tps(t, cpu))} ({_f(t and t['tiles_per_s'])}) | "
                          f"{_f(p and t and p['tiles_per_s'] / t['tiles_per_s'], 2)} | {n} |")
+    if not (jax_.get("models") or tf_.get("models")):  # the inference sections did not run: no empty tables
+        lines = lines[:2]
     post = results.get("posthoc", {}).get("posthoc", {})
     if post:
         lines += ["", f"Single pass vs post-hoc (JAX, same tiles, interleaved; {unit}):", "",
@@ -326,6 +333,7 @@ def markdown(results, cmd):
                   f"batch {pred['batch_size']}, wall clock): {_f(pred['images_per_s'], 2)} images/s, "
                   f"{_f(100 * pred['model_share'])} % of wall time in the model; outside it (s): "
                   + ", ".join(f"{k} {_f(v, 3)}" for k, v in t.items() if k != "model") + "."]
+    lines += training_markdown(results)
     lines += ["", f"Targets (issue 7; ratios within one process on {'CPU' if cpu else 'wall'} time, JAX/TF and absolute "
               "figures on wall time):", "",
               "| target | threshold | measured | met | note |", "|---|---|---|---|---|"]
@@ -333,6 +341,40 @@ def markdown(results, cmd):
         met = "n/a" if r["met"] is None else ("met" if r["met"] else "**missed**")
         lines.append(f"| {r['target']} | {r['threshold']} | {_f(r['value'], 2)} | {met} | {r['note']} |")
     return "\n".join(lines) + "\n"
+
+
+def training_markdown(results) -> list:
+    """The training rows: train-step figures per model and backend, then the end-to-end epoch."""
+    lines = []
+    steps = [(b, results[k]) for b, k in (("JAX", "jax_train"), ("TF", "tf_train")) if results.get(k, {}).get("models")]
+    if steps:
+        prec = ", ".join(sorted({r.get("precision", "float32") for _, r in steps}))
+        lines += ["", f"Train step (random init, Adam, binary cross-entropy and metrics on the score as kerasxai.training "
+                  f"compiles them; precision {prec}; batch sizes interleaved, compile excluded; wall-clock tiles/s, "
+                  "tiles per CPU-s; kernel share: system / (user + system) CPU time):", "",
+                  "| model | backend | batch | train tiles/s | tiles per CPU-s | kernel share of CPU | peak RSS (MiB) "
+                  "| first call, compile included (s) |", "|---|---|---|---|---|---|---|---|"]
+        for backend, res in steps:
+            for model, rec in res["models"].items():
+                for b, cell in rec["batches"].items():
+                    c = cell["train_step"]
+                    share = c.get("cpu_system_share")
+                    lines.append(f"| {model} | {backend} | {b} | {_f(c['tiles_per_s'])} | {_f(c['tiles_per_cpu_s'])} | "
+                                 f"{_f(share and 100 * share)} % | {_f(c['peak_rss_mib'], 0)} | {_f(c['first_call_s'])} |")
+    epochs = [(b, results[k]["epoch"]) for b, k in (("JAX", "jax_epoch"), ("TF", "tf_epoch")) if "epoch" in results.get(k, {})]
+    if epochs:
+        lines += ["", "End-to-end epoch (a short `kerasxai.training` run; the last epoch, the first includes compilation; "
+                  "train steps: batch begin to end, any wait for tf.data included; outside: validation, callbacks, "
+                  "checkpoints):", "",
+                  "| model | backend | data | batch | steps | epoch wall (s) | train steps (s) | outside train steps "
+                  "| validation (s) | kernel share of CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for backend, e in epochs:
+            st = e["steady"]
+            share = st.get("cpu_system_share")
+            lines.append(f"| {e['model']} | {backend} | {e['data']} | {e['batch']} | {st['steps']} | {_f(st['wall_s'], 2)} | "
+                         f"{_f(st['train_step_s'], 2)} | {_f(100 * st['outside_train_step_share'])} % | "
+                         f"{_f(st['validation_s'], 2)} | {_f(share and 100 * share)} % |")
+    return lines
 
 
 def _write(path: Path, text: str):
@@ -353,7 +395,16 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, help="timed rounds per figure (default 3, quick 2)")
     p.add_argument("--min-time", type=float, help="seconds per timed round (default 1.0, quick 0.2)")
     p.add_argument("--skip", type=lambda s: s.split(","), default=[],
-                   help="sections to skip: tf,posthoc,pipeline,predict")
+                   help=f"sections to skip: {','.join(SECTIONS)} (tf: every run on the TensorFlow backend)")
+    p.add_argument("--only", type=lambda s: s.split(","), default=[],
+                   help="run only these sections (tf: the TF inference comparison; train and epoch run on "
+                        "both backends unless --skip tf)")
+    p.add_argument("--train-batches", type=lambda s: [int(b) for b in s.split(",")],
+                   help="train: batch sizes, CNNs all, transformers the smallest (default 32,64)")
+    p.add_argument("--epoch-steps", type=int, help="epoch: train steps an epoch (default 20, quick 3)")
+    p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                   help="train, epoch: train.precision, the dtype policy of the trained model")
+    p.add_argument("--data", metavar="CONFIG", help="epoch: train on this config's data (default: synthetic tiles)")
     p.add_argument("--render", metavar="BENCH_JSON", help="only re-write bench.md from an existing bench.json")
     p.add_argument("--timeout", type=int, default=3600, help="per child process, seconds")
     args = p.parse_args(argv)
@@ -366,6 +417,16 @@ def main(argv=None):
     args.batches = args.batches or ([1, 8] if q else [1, 32])
     args.rounds = args.rounds or (2 if q else 3)
     args.min_time = args.min_time if args.min_time is not None else (0.2 if q else 1.0)
+    args.train_batches = args.train_batches or [32, 64]
+    args.epoch_steps = args.epoch_steps or (3 if q else 20)
+    bad = sorted(set(args.skip + args.only) - set(SECTIONS))
+    if bad:
+        p.error(f"unknown section(s) {bad} in --skip/--only; use {', '.join(SECTIONS)}")
+    if args.data and not Path(args.data).is_file():
+        p.error(f"--data: config file '{args.data}' not found")
+
+    def wanted(section):
+        return section not in args.skip and (not args.only or section in args.only)
 
     out = Path(args.out)
     work = out / "work"
@@ -404,23 +465,34 @@ def main(argv=None):
         _write(out / "bench.md", markdown(results, cmd))
 
     # Most important first, so that a run cut short still answers the targets.
-    results["jax_models"] = worker("models", "jax", key or rest, args, work, log)
-    save()
-    if "tf" not in args.skip:
+    if wanted("models"):
+        results["jax_models"] = worker("models", "jax", key or rest, args, work, log)
+        save()
+    if wanted("tf"):
         results["tf_models"] = worker("models", "tensorflow", args.tf_models, args, work, log)
         save()
-    if "posthoc" not in args.skip:
+    if wanted("posthoc"):
         post_models = [m for m in KEY_MODELS if m in args.models]
         results["posthoc"] = worker("posthoc", "jax", post_models or args.models[:1], args, work, log)
         save()
-    if "predict" not in args.skip:
-        cnn = [m for m in args.models if not m.startswith(("vit", "deit"))]
+    cnn = [m for m in args.models if not m.startswith(("vit", "deit"))]
+    if wanted("predict"):
         results["predict"] = worker("predict", "jax", (cnn or args.models)[:1], args, work, log)
         save()
-    if "pipeline" not in args.skip:
+    if wanted("pipeline"):
         results["pipeline"] = pipeline(args, work, log)
         save()
-    if key and rest:
+    backends = [("jax", args.models)] + ([("tensorflow", args.tf_models)] if "tf" not in args.skip else [])
+    train_args = ["--precision", args.precision, "--epoch-steps", args.epoch_steps, *(["--data", args.data] if args.data else [])]
+    for task in ("train", "epoch"):
+        if not wanted(task):
+            continue
+        for backend, models in backends:
+            models = models if task == "train" else (cnn or models)[:1]
+            results[f"{'jax' if backend == 'jax' else 'tf'}_{task}"] = worker(
+                task, backend, models, args, work, log, batches=args.train_batches, extra=train_args)
+            save()
+    if key and rest and wanted("models"):
         more = worker("models", "jax", rest, args, work, log)
         if "models" in more and "models" in results["jax_models"]:
             results["jax_models"]["models"].update(more["models"])

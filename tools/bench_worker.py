@@ -10,6 +10,13 @@ Tasks:
 - ``posthoc``: single-pass score+heatmap vs post-hoc Grad-CAM / gradient rollout
   (kerasxai.explain) on the same tiles, interleaved.
 - ``predict``: full images end to end through kerasxai.localize (images/s, model share).
+- ``train``: per model, train-step tiles/s (random init, Adam, kerasxai.training's model,
+  loss and metrics; every batch size for CNNs, the smallest for transformers, interleaved),
+  peak RSS, compile time and the share of process CPU time spent in the kernel.
+- ``epoch``: a short real kerasxai.training run (synthetic tiles, or ``--data CONFIG``): epoch
+  wall time, the time inside train steps and the share outside them (validation, callbacks,
+  checkpoints; waits for tf.data when it falls behind are inside the step).
+``train`` and ``epoch`` take ``--precision`` (train.precision: the dtype policy of the models).
 Writes one JSON file (temp file + rename).
 """
 
@@ -73,28 +80,45 @@ def timed(fn, min_time, with_cpu=False):
 
 
 def interleaved(fns: dict, rounds, min_time, batch):
-    """Median tiles/s of each callable and median per-round ratios to the first, interleaved."""
+    """Median tiles/s of each callable and median per-round ratios to the first, interleaved.
+
+    `batch`: tiles per call, one number for all callables or a dict of them by name. Process
+    CPU time is also split into user and system (kernel) time over the timed rounds."""
+    import psutil
+
     names = list(fns)
+    tiles = batch if isinstance(batch, dict) else dict.fromkeys(names, batch)
     per = {k: [] for k in names}
     cpu = {k: [] for k in names}
+    user = dict.fromkeys(names, 0.0)
+    system = dict.fromkeys(names, 0.0)
     peaks = {k: 0.0 for k in names}
+    proc = psutil.Process()
     for r in range(rounds):
         order = names if r % 2 == 0 else names[::-1]
         for k in order:
             with PeakRSS() as mem:
+                c0 = proc.cpu_times()
                 wall, cpu_s = timed(fns[k], min_time, with_cpu=True)
+                c1 = proc.cpu_times()
             per[k].append(wall)
             cpu[k].append(cpu_s)
+            user[k] += c1.user - c0.user
+            system[k] += c1.system - c0.system
             peaks[k] = max(peaks[k], mem.peak_mib)
     base = names[0]
     out = {}
     for k in names:
         ratios = [b / a for a, b in zip(per[k], per[base])]  # time(base)/time(k) = tps(k)/tps(base)
         cpu_ratios = [b / a for a, b in zip(cpu[k], cpu[base])]
+        busy = user[k] + system[k]
         out[k] = {
-            "tiles_per_s": batch / statistics.median(per[k]),
+            "tiles_per_s": tiles[k] / statistics.median(per[k]),
             "seconds_per_batch": [round(t, 5) for t in per[k]],
-            "tiles_per_cpu_s": batch / statistics.median(cpu[k]),
+            "tiles_per_cpu_s": tiles[k] / statistics.median(cpu[k]),
+            "cpu_user_s": round(user[k], 3),
+            "cpu_system_s": round(system[k], 3),
+            "cpu_system_share": round(system[k] / busy, 4) if busy > 0 else None,
             "cpu_seconds_per_batch": [round(t, 5) for t in cpu[k]],
             "peak_rss_mib": round(peaks[k], 1),
             f"ratio_to_{base}": statistics.median(ratios),
@@ -280,7 +304,137 @@ def task_predict(args):
     return {"predict": best}
 
 
-TASKS = {"models": task_models, "posthoc": task_posthoc, "predict": task_predict}
+def _train_config(name, args, **train):
+    """kerasxai.training's config for `name` at --size with Adam and --precision; the data of
+    --data CONFIG, else synthetic images of 2x2 tiles, enough for --epoch-steps full batches.
+    `train`: further train.* keys."""
+    from kerasxai.config import load_config
+
+    work = Path(args.json).resolve().parent / "train_work"
+    items = {"model.name": name, "data.tile.size": args.size, "train.optimizer": "adam",
+             "train.precision": args.precision, "train.runs_dir": work / "runs",
+             **{f"train.{k}": v for k, v in train.items()}}
+    if not args.data:
+        # 4 tiles an image, 70 % of the images train, at least 2 validation images
+        images = max(20, -(-args.epoch_steps * min(args.batches) // (4 * 0.7)) + 4)
+        items.update({"data.reader": "synthetic", "data.options.count": int(images),
+                      "data.options.height": 2 * args.size, "data.options.width": 2 * args.size,
+                      "data.tile.overlap": 0, "data.cache_dir": work / "data_cache"})
+    return load_config(args.data, [f"{k}={v}" for k, v in items.items()])
+
+
+def _compiled_for_training(cfg):
+    """The model kerasxai.training trains for `cfg`, compiled as it compiles it."""
+    from kerasxai import training
+
+    model = training.build_model(cfg)
+    return training.compile_model(model, cfg, distill=training.has_dist_head(model))
+
+
+def _train_targets(model, batch):
+    """Half defective labels on "score" (and the distillation head), dummies on the rest."""
+    import numpy as np
+
+    from kerasxai import training
+
+    label = (np.arange(batch) % 2).astype("float32")[:, None]
+    return {k: np.asarray(v) for k, v in training.targets(label, training.output_keys(model)).items()}
+
+
+def task_train(args):
+    import keras
+
+    from kerasxai.models import is_transformer
+
+    result = {"precision": args.precision, "optimizer": "adam", "models": {}}
+    for name in args.models:
+        t0 = time.perf_counter()
+        model = _compiled_for_training(_train_config(name, args))
+        rec = {"build_s": round(time.perf_counter() - t0, 1), "params": int(model.count_params()),
+               "transformer": is_transformer(name), "batches": {}}
+        batches = [min(args.batches)] if rec["transformer"] else args.batches
+        fns, first = {}, {}
+        for b in batches:
+            x, y = _tiles(b, args.size, seed=2), _train_targets(model, b)
+            fns[f"b{b}"] = lambda x=x, y=y: model.train_on_batch(x, y)
+            t0 = time.perf_counter()
+            fns[f"b{b}"]()
+            first[b] = round(time.perf_counter() - t0, 2)  # tracing + compilation + one step
+            fns[f"b{b}"]()
+        cells = interleaved(fns, args.rounds, args.min_time, {f"b{b}": b for b in batches})
+        for b in batches:
+            rec["batches"][str(b)] = {"train_step": dict(cells[f"b{b}"], first_call_s=first[b])}
+        result["models"][name] = rec
+        print(f"[{keras.backend.backend()} train] {name}: "
+              + ", ".join(f"b={b} {cells[f'b{b}']['tiles_per_s']:.1f}/s" for b in batches), file=sys.stderr, flush=True)
+        del model, fns
+        keras.backend.clear_session()
+    return result
+
+
+def step_clock():
+    """A Keras callback recording, per epoch, the wall time, the time inside train steps (batch
+    begin to end, the step's results fetched), the validation time and the process CPU time
+    split user/system (`.epochs`: one dict an epoch)."""
+    import keras
+    import numpy as np
+    import psutil
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs, self.proc = [], psutil.Process()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.rec = {"epoch": epoch, "steps": 0, "train_step_s": 0.0, "validation_s": 0.0}
+            self.t0, self.c0 = time.perf_counter(), self.proc.cpu_times()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.tb = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            for v in (logs or {}).values():  # JAX dispatches asynchronously: wait for the step
+                np.asarray(v)
+            self.rec["train_step_s"] += time.perf_counter() - self.tb
+            self.rec["steps"] += 1
+
+        def on_test_begin(self, logs=None):
+            self.tv = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            self.rec["validation_s"] += time.perf_counter() - self.tv
+
+        def on_epoch_end(self, epoch, logs=None):  # last callback: after checkpoints and logs
+            wall, c1 = time.perf_counter() - self.t0, self.proc.cpu_times()
+            user, system = c1.user - self.c0.user, c1.system - self.c0.system
+            self.rec.update(wall_s=wall, outside_train_step_share=1 - self.rec["train_step_s"] / wall,
+                            cpu_user_s=user, cpu_system_s=system,
+                            cpu_system_share=system / (user + system) if user + system > 0 else None)
+            self.epochs.append({k: round(v, 4) if isinstance(v, float) else v for k, v in self.rec.items()})
+
+    return StepClock()
+
+
+def task_epoch(args):
+    """A short real training (kerasxai.training.train) of the first model; the last epoch is
+    the steady one (the first includes compilation)."""
+    from kerasxai import training
+
+    batch = min(args.batches)
+    name = args.models[0]
+    cfg = _train_config(name, args, epochs=args.epochs, batch_size=batch, steps_per_epoch=args.epoch_steps,
+                        max_test_tiles=0, warmup_epochs=0)
+    s = cfg.data.split
+    cfg.train.max_val_tiles = max(batch, round(args.epoch_steps * batch * s.val / max(s.train, 1e-9)))
+    clock = step_clock()
+    run_dir, summary = training.train(cfg, callbacks=[clock], verbose=0, progress=False)
+    return {"epoch": {"model": name, "batch": batch, "precision": args.precision, "data": args.data or "synthetic",
+                      "steps_per_epoch": summary["steps_per_epoch"], "tiles": summary["tiles"],
+                      "epochs": clock.epochs, "steady": clock.epochs[-1], "run_dir": str(run_dir)}}
+
+
+TASKS = {"models": task_models, "posthoc": task_posthoc, "predict": task_predict, "train": task_train,
+         "epoch": task_epoch}
 
 
 def main(argv=None):
@@ -291,6 +445,10 @@ def main(argv=None):
     p.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[1, 32])
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per variant (median)")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per timed round (calls repeat until then)")
+    p.add_argument("--precision", default="float32", help="train, epoch: train.precision (float32 | mixed_bfloat16)")
+    p.add_argument("--data", help="epoch: a config whose data section to train on (default: synthetic images)")
+    p.add_argument("--epoch-steps", type=int, default=20, help="epoch: train steps an epoch")
+    p.add_argument("--epochs", type=int, default=2, help="epoch: epochs (the first includes compilation)")
     p.add_argument("--json", required=True)
     args = p.parse_args(argv)
 
