@@ -296,19 +296,19 @@ def _deeppcb_mask(h, w, ann: str):
     return boxes_mask(h, w, deeppcb_boxes(ann), f"annotation '{ann}'", "corners")
 
 
-def read_deeppcb(root, list_file: str = "trainval.txt", templates: bool = True) -> list[Sample]:
-    """DeepPCB pairs (Tang et al. 2019): tested image (boxes -> mask) and template (empty mask).
+def deeppcb_pairs(root, list_file: str = "trainval.txt") -> list[tuple[str, str, str, str]]:
+    """``(pair id, tested image, template image, annotation)`` paths of a DeepPCB list file.
 
     ``root`` holds ``PCBData/<list_file>`` (or is ``PCBData``); each line names
     ``groupG/N/NNNNNNNN.jpg groupG/N_not/NNNNNNNN.txt``; the files are ``NNNNNNNN_test.jpg`` and
-    ``NNNNNNNN_temp.jpg``. Both share the group ``NNNNNNNN`` so they land in one split.
+    ``NNNNNNNN_temp.jpg`` (only the tested image is checked to exist here).
     """
     root = _root(root)
     base = root / "PCBData" if (root / "PCBData").is_dir() else root
     listing = base / list_file
     if not listing.is_file():
         raise DataError(f"DeepPCB list file '{listing}' not found: set data.root to the folder holding PCBData/.")
-    samples = []
+    pairs = []
     for n, line in enumerate(listing.read_text().splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -317,12 +317,22 @@ def read_deeppcb(root, list_file: str = "trainval.txt", templates: bool = True) 
             raise DataError(f"'{listing}' line {n}: expected '<image.jpg> <annotation.txt>', got '{line.strip()}'.")
         img, ann = base / parts[0], base / parts[1]
         stem = img.with_suffix("")
-        pair = img.stem
         test = _need_file(Path(f"{stem}_test.jpg"), "DeepPCB image")
-        samples.append(Sample(f"{pair}_test", pair, test, functools.partial(_deeppcb_mask, ann=str(ann))))
+        pairs.append((img.stem, test, f"{stem}_temp.jpg", str(ann)))
+    return pairs
+
+
+def read_deeppcb(root, list_file: str = "trainval.txt", templates: bool = True) -> list[Sample]:
+    """DeepPCB pairs (Tang et al. 2019): tested image (boxes -> mask) and template (empty mask).
+
+    The files of :func:`deeppcb_pairs`; a pair's two images share the group ``NNNNNNNN`` so they
+    land in one split.
+    """
+    samples = []
+    for pair, test, temp, ann in deeppcb_pairs(root, list_file):
+        samples.append(Sample(f"{pair}_test", pair, test, functools.partial(_deeppcb_mask, ann=ann)))
         if templates:
-            temp = _need_file(Path(f"{stem}_temp.jpg"), "DeepPCB template")
-            samples.append(Sample(f"{pair}_temp", pair, temp))
+            samples.append(Sample(f"{pair}_temp", pair, _need_file(Path(temp), "DeepPCB template")))
     return samples
 
 
