@@ -95,9 +95,7 @@ def _from_big_vision(w: dict, path: Path) -> dict:
 def resample_pos_embed(posemb, new_grid, num_prefix_tokens=1, old_grid=None):
     """(1, prefix + h*w, D) -> (1, prefix + H*W, D): the patch part resampled bicubically
     (antialiased) from the (h, w) grid (square if None) to `new_grid`, prefix tokens kept.
-    timm's `resample_abs_pos_embed` with its defaults."""
-    import keras
-
+    timm's `resample_abs_pos_embed` with its defaults (PyTorch's antialiased bicubic)."""
     posemb = np.asarray(posemb, dtype="float32")
     new_grid = (int(new_grid[0]), int(new_grid[1]))
     n_patches = posemb.shape[1] - num_prefix_tokens
@@ -108,11 +106,25 @@ def resample_pos_embed(posemb, new_grid, num_prefix_tokens=1, old_grid=None):
         raise ValueError(f"{n_patches} position embeddings are not a {old_grid[0]}x{old_grid[1]} grid")
     if tuple(old_grid) == new_grid:
         return posemb
-    prefix, grid = posemb[:, :num_prefix_tokens], posemb[:, num_prefix_tokens:]
-    grid = grid.reshape(1, old_grid[0], old_grid[1], -1)
-    grid = keras.ops.image.resize(grid, new_grid, interpolation="bicubic", antialias=True, data_format="channels_last")
-    grid = keras.ops.convert_to_numpy(grid).reshape(1, new_grid[0] * new_grid[1], -1)
+    prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+    grid = grid.reshape(old_grid[0], old_grid[1], -1).astype("float64")
+    rows, cols = _resize_matrix(old_grid[0], new_grid[0]), _resize_matrix(old_grid[1], new_grid[1])
+    grid = np.einsum("ih,jw,hwd->ijd", rows, cols, grid).reshape(1, new_grid[0] * new_grid[1], -1)
     return np.concatenate([prefix, grid.astype("float32")], axis=1)
+
+
+def _resize_matrix(n_in, n_out):
+    """(n_out, n_in) weights of the antialiased bicubic resize along one axis (PIL's and
+    PyTorch's `antialias=True`: Keys cubic a=-0.5, stretched by the scale when shrinking, each
+    row normalized to sum 1). NumPy rather than `keras.ops.image.resize`, which computes the same
+    but compiles one program per grid shape under JAX, a cost larger than the whole load."""
+    scale = n_in / n_out
+    stretch = max(scale, 1.0)
+    centers = (np.arange(n_out) + 0.5) * scale
+    x = np.abs((np.arange(n_in)[None, :] + 0.5 - centers[:, None]) / stretch)
+    a = -0.5
+    w = np.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1, np.where(x < 2, (((x - 5) * x + 8) * x - 4) * a, 0.0))
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def _targets(model, num_prefix_tokens, grid):
