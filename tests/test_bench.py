@@ -1,6 +1,7 @@
 """The benchmark and profiling tools under tools/ run and write what they promise (small sizes)."""
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_quick_bench_writes_expected_fields(tmp_path):
 def run_tool(script, args, out):
     """Run tools/<script> with `args` and `--json out`; (its stdout, the JSON it wrote)."""
     cmd = [sys.executable, str(REPO / "tools" / script), *args, "--json", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout, json.loads(out.read_text())
 
@@ -75,6 +76,20 @@ def test_profile_model_charges_operations_to_layer_scopes(tmp_path):
     assert "| rollout |" in stdout
 
 
+def test_profile_model_charges_a_train_step_to_scopes_and_passes(tmp_path):
+    """--train: one compiled train step's operations by Keras scope and by pass (forward, backward, update)."""
+    stdout, res = run_tool("profile_model.py", ["--train", "--size", "32", "--batch", "2", "--calls", "1", "--depth", "1"],
+                           tmp_path / "train.json")
+    assert res["variant"] == "train step, float32" and res["op_ms"] > 0
+    assert abs(sum(r["ms"] for r in res["scopes"]) - res["op_ms"]) < 1e-6
+    assert res["passes"]["forward"] > 0 and res["passes"]["backward"] > 0 and res["passes"]["update"] > 0
+    # every block's MLP in one row a pass; the optimizer's operations are updates
+    assert {"forward", "backward"} <= {r["pass"] for r in res["scopes"] if r["scope"] == "block_*_fc1"}
+    assert {r["pass"] for r in res["scopes"] if r["scope"] == "adam"} == {"update"}
+    assert not any(re.match(r"block_\d", r["scope"]) for r in res["scopes"])
+    assert "| block_*_fc1 | backward |" in stdout and "op time by pass" in stdout
+
+
 def load_tool(script):
     """tools/<script> as a module."""
     import importlib.util
@@ -95,6 +110,16 @@ def test_interleaved_rounds_count_tiles_per_callable_and_split_cpu_time():
         assert c["tiles_per_s"] == pytest.approx(tiles / statistics.median(c["seconds_per_batch"]), rel=1e-3)
         assert len(c["seconds_per_batch"]) == 2 and c["cpu_user_s"] > 0 and 0 <= c["cpu_system_share"] < 1
     assert cells["b2"]["ratio_to_b2"] == 1.0
+
+
+def test_op_names_split_into_layer_scope_and_pass():
+    """JAX's transformation wrappers come off the scope and name the pass; block numbers fold."""
+    split = load_tool("profile_model.py").split_op_name
+    assert split("jit(train_step)/transpose(jvp(backbone))/expanded_conv_3_depthwise/conv_general_dilated") == \
+        ("backbone/expanded_conv_*_depthwise/conv_general_dilated", "backward")
+    assert split("jit(train_step)/jit(main)/jvp(backbone)/block2a_dwconv2/mul") == ("backbone/block*_dwconv2/mul", "forward")
+    assert split("jit(<lambda>)/block_11_attn/dot_general") == ("block_*_attn/dot_general", "update")
+    assert split("jit(train_step)/adam/sqrt") == ("adam/sqrt", "update")
 
 
 def test_training_rows_in_the_markdown():
@@ -129,6 +154,7 @@ def test_map_ratio_targets_show_the_per_round_spread():
     rows = [r for r in bench.targets(results, 32, 2) if "score-only" in r["target"]]
     assert len(rows) == 1 and rows[0]["value"] == 0.88 and rows[0]["met"] is False
     assert "per-round quartiles 0.82-0.94" in rows[0]["note"]
+
 
 
 def test_bench_refuses_unknown_sections(tmp_path):
