@@ -108,7 +108,8 @@ def test_interleaved_rounds_count_tiles_per_callable_and_split_cpu_time():
     for k, tiles in (("b2", 2), ("b4", 4)):
         c = cells[k]
         assert c["tiles_per_s"] == pytest.approx(tiles / statistics.median(c["seconds_per_batch"]), rel=1e-3)
-        assert len(c["seconds_per_batch"]) == 2 and c["cpu_user_s"] > 0 and 0 <= c["cpu_system_share"] < 1
+        assert len(c["seconds_per_batch"]) == 2 and c["cpu_user_s"] >= 0 and c["cpu_system_s"] >= 0
+        assert c["cpu_system_share"] is None or 0 <= c["cpu_system_share"] <= 1  # None: no CPU tick seen
     assert cells["b2"]["ratio_to_b2"] == 1.0
 
 
