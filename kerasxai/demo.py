@@ -26,6 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+# One line for --help here and in the `kerasxai` command list.
+DESCRIPTION = "The whole job on the bundled sample, end to end: prepare, train, evaluate, predict."
+
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SAMPLE = Path(__file__).resolve().parent / "sample_data" / "deeppcb" / "PCBData"
 SHIPPED = "deeppcb-mobilenetv3_large_d"
@@ -65,7 +68,7 @@ def sample_board_figures(pred_dir: Path):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kerasxai.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m kerasxai.demo", description=DESCRIPTION)
     p.add_argument("--out", default="demo_out", help="folder for the run, report and predictions")
     p.add_argument("--config", default=str(REPO_CONFIG), help="demo training config (default: configs/demo.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value")

@@ -17,11 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+# One line for --help here and in the `kerasxai` command list.
+DESCRIPTION = "Score runs or shipped models on a prepared dataset and write the report folder."
+
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kerasxai.evaluate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m kerasxai.evaluate", description=DESCRIPTION)
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR",
                    help="run folders made by kerasxai.train, or names of shipped models")
     p.add_argument("--data", default=None, metavar="FILE",

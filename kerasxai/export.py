@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+# One line for --help here and in the `kerasxai` command list.
+DESCRIPTION = "Export a trained run as a TF SavedModel for TF Serving."
+
 PROG = "kerasxai.export"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=DESCRIPTION)
     p.add_argument("--run", required=True,
                    help="training run folder (config.yaml + best.keras) or the name of a shipped model")
     p.add_argument("--out", required=True, help="new version folder, e.g. exported/kerasxai/1")

@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# One line for --help here and in the `kerasxai` command list.
+DESCRIPTION = "Localize defects on full images with a trained run."
+
 PROG = "kerasxai.predict"
 
 
@@ -127,7 +130,7 @@ def summary_csv(rows: list[dict]) -> bytes:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=DESCRIPTION)
     p.add_argument("--run", required=True,
                    help="training run folder (config.yaml + best.keras) or the name of a shipped model")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images")

@@ -10,6 +10,9 @@ import argparse
 import sys
 import time
 
+# One line for --help here and in the `kerasxai` command list.
+DESCRIPTION = "Tile a dataset once into TFRecord shards + manifest.json (reused when unchanged)."
+
 
 def format_counts(manifest: dict) -> str:
     """The per-split / per-class table printed after preparing."""
@@ -29,7 +32,7 @@ def format_counts(manifest: dict) -> str:
 def main(argv=None) -> int:
     from kerasxai.config import ConfigError, add_config_args, load_config
 
-    parser = argparse.ArgumentParser(prog="python -m kerasxai.prepare", description="Tile a dataset once into TFRecord shards + manifest.json (reused when unchanged).")
+    parser = argparse.ArgumentParser(prog="python -m kerasxai.prepare", description=DESCRIPTION)
     add_config_args(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_intermixed_args(argv)  # key=value may follow options

@@ -13,9 +13,12 @@ import argparse
 import json
 import sys
 
+# One line for --help here and in the `kerasxai` command list.
+DESCRIPTION = "Train one model into a new run folder, or resume an interrupted run."
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kerasxai.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m kerasxai.train", description=DESCRIPTION)
     parser.add_argument("--config", help="YAML config file (see configs/); not needed with --resume")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue this run folder from its last completed epoch")

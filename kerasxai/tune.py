@@ -12,9 +12,12 @@ import argparse
 import shlex
 import sys
 
+# One line for --help here and in the `kerasxai` command list.
+DESCRIPTION = "Bayesian search of learning rate and batch size; every trial is a full training run."
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kerasxai.tune", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m kerasxai.tune", description=DESCRIPTION)
     parser.add_argument("--config", required=True, help="YAML config file (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. tune.epochs=5")
     parser.add_argument("--trials", type=int, help="number of trials (tune.trials)")

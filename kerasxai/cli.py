@@ -1,0 +1,53 @@
+"""``kerasxai COMMAND [args ...]``: one console script for all commands.
+
+``kerasxai train --config X.yaml`` runs exactly ``python -m kerasxai.train --config X.yaml``:
+the rest of the command line goes to that module's ``main(argv)`` and its exit status comes
+back unchanged. Command modules are imported only when needed, and they import TensorFlow /
+JAX only inside ``main``, so ``kerasxai --help`` imports no framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import kerasxai
+
+# Command name -> module kerasxai.<name>, which has ``main(argv) -> int`` and ``DESCRIPTION``.
+COMMANDS = ("prepare", "train", "tune", "evaluate", "predict", "export", "demo")
+
+
+def _help() -> str:
+    width = max(map(len, COMMANDS))
+    rows = [f"  {name:<{width}}  {importlib.import_module(f'kerasxai.{name}').DESCRIPTION}" for name in COMMANDS]
+    return "\n".join([
+        "usage: kerasxai [-h] [--version] COMMAND [args ...]",
+        "",
+        kerasxai.__doc__.splitlines()[0],
+        "",
+        "commands:",
+        *rows,
+        "",
+        "`kerasxai COMMAND --help` shows a command's options; `kerasxai COMMAND ...` is the same as",
+        "`python -m kerasxai.COMMAND ...`.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(_help(), file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command in ("-h", "--help"):
+        print(_help())
+        return 0
+    if command == "--version":
+        print(f"kerasxai {kerasxai.__version__}")
+        return 0
+    if command not in COMMANDS:
+        print(f"kerasxai: error: unknown command {command!r}; choose from {', '.join(COMMANDS)} "
+              "(kerasxai --help)", file=sys.stderr)
+        return 2
+    return importlib.import_module(f"kerasxai.{command}").main(rest)
+

@@ -1,0 +1,104 @@
+"""The `kerasxai` console script: a thin dispatcher to each command's main(argv)."""
+
+import importlib
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kerasxai
+from kerasxai import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_every_command_with_its_description(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for name in cli.COMMANDS:
+        desc = importlib.import_module(f"kerasxai.{name}").DESCRIPTION
+        assert any(line.split() == [name, *desc.split()] for line in lines), (name, out)
+
+
+def test_no_command_is_usage_on_stderr_exit_2(capsys):
+    assert cli.main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("usage: kerasxai")
+
+
+@pytest.mark.parametrize("command", ["nope", "--config", "Train"])
+def test_unknown_command_one_line_exit_2(capsys, command):
+    assert cli.main([command, "--config", "x.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and repr(command) in err
+    assert all(name in err for name in cli.COMMANDS)
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.split() == ["kerasxai", kerasxai.__version__]
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_passes_argv_and_exit_code_through(monkeypatch, command):
+    seen = []
+    module = importlib.import_module(f"kerasxai.{command}")
+    monkeypatch.setattr(module, "main", lambda argv: seen.append(argv) or 17)
+    argv = ["--config", "c.yaml", "train.epochs=2", "--help"]
+    assert cli.main([command, *argv]) == 17
+    assert seen == [argv]
+
+
+def test_prepare_help_is_prepares_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["prepare", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m kerasxai.prepare") and "--config" in out
+
+
+def test_prepare_bad_input_exit_2(tmp_path, capsys):
+    missing = tmp_path / "missing.yaml"
+    assert cli.main(["prepare", "--config", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.yaml" in err
+
+
+def test_installed_entry_point_and_version():
+    (ep,) = importlib.metadata.entry_points(group="console_scripts", name="kerasxai")
+    assert ep.load() is cli.main
+    assert importlib.metadata.version("kerasxai") == kerasxai.__version__
+
+
+HEAVY = ("keras", "jax", "tensorflow", "omegaconf", "numpy")
+
+
+def test_help_imports_no_framework():
+    code = (
+        "import contextlib, io, sys\n"
+        "from kerasxai import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert cli.main(['--help']) == 0 and cli.main(['--version']) == 0\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("launcher", ["script", "module"])
+def test_command_line_exit_codes(tmp_path, launcher):
+    if launcher == "script":
+        script = Path(sys.executable).parent / "kerasxai"
+        if not script.exists():
+            pytest.skip(f"{script} not installed (pip install -e .)")
+        base = [str(script)]
+    else:
+        base = [sys.executable, "-m", "kerasxai"]
+    r = subprocess.run([*base, "prepare", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "usage: python -m kerasxai.prepare" in r.stdout
+    r = subprocess.run([*base, "nope"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "prepare" in r.stderr
