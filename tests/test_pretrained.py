@@ -56,9 +56,7 @@ def test_shipped_model_locates_the_sample_defects(tmp_path):
     f = sample_board_figures(out)
     assert (f.defective, f.good) == (8, 8)
     assert f.defective_flagged >= 7, f.summary()
-    # the shipped model flags 2 of the 8 templates (its card: the aim of at most 1 is not reached);
-    # a third false alarm is a regression
-    assert f.good_flagged <= 2, f.summary()
+    assert f.good_flagged <= 1, f.summary()
     assert f.hit_rate >= 0.70, f.summary()
     summary = (out / "summary.csv").read_text()
     assert summary.count(",ok,") == 16
