@@ -210,12 +210,14 @@ def test_cli_end_to_end_on_run_folders(tmp_path, capsys):
     assert "vit_tiny_patch16_224_fmean (model)" in names and len(names) == 5
     for r in rows:
         assert 0 <= float(r["pooled_accuracy"]) <= 1 and not math.isnan(float(r["pxap"]))
-    for f in ["figures/overlays.png", "figures/full_vs_downscaled.png", "figures/sweep_vit_tiny_patch16_224.png"]:
+    figures = ["figures/overlays.png", "figures/full_vs_downscaled.png", "figures/sweep_vit_tiny_patch16_224.png",
+               "figures/pr_curves.png"]
+    for f in figures:
         assert (out / f).stat().st_size > 1000
     base = {(r["model"], r["method"]) for r in csv.DictReader(open(out / "baselines.csv"))}
     assert ("mobilenetv3_large_d", "Grad-CAM++") in base and ("vit_tiny_patch16_224", "Gradient rollout") in base
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == len(figures)
     assert "report:" in capsys.readouterr().out
 
 
