@@ -103,11 +103,12 @@ def load_tool(script):
 def test_interleaved_rounds_count_tiles_per_callable_and_split_cpu_time():
     """Callables of different batch sizes interleave; tiles/s uses each one's size; CPU time splits user/system."""
     worker = load_tool("bench_worker.py")
-    spin = lambda: sum(range(20000))  # noqa: E731
+    spin = lambda: sum(range(1_000_000))  # noqa: E731  (~10 ms: the 10 us rounding stays under 0.1 %)
     cells = worker.interleaved({"b2": spin, "b4": spin}, rounds=2, min_time=0.05, batch={"b2": 2, "b4": 4})
     for k, tiles in (("b2", 2), ("b4", 4)):
         c = cells[k]
-        assert c["tiles_per_s"] == pytest.approx(tiles / statistics.median(c["seconds_per_batch"]), rel=1e-3)
+        # a wrong batch size would be off by 2x
+        assert c["tiles_per_s"] == pytest.approx(tiles / statistics.median(c["seconds_per_batch"]), rel=1e-2)
         assert len(c["seconds_per_batch"]) == 2 and c["cpu_user_s"] >= 0 and c["cpu_system_s"] >= 0
         assert c["cpu_system_share"] is None or 0 <= c["cpu_system_share"] <= 1  # None: no CPU tick seen
     assert cells["b2"]["ratio_to_b2"] == 1.0
