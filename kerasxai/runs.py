@@ -149,7 +149,7 @@ def write_state(run_dir: str | Path, state: dict) -> None:
     atomic_write_json(Path(run_dir) / STATE, state)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process `pid` exists (a zombie counts), without signalling it where /proc exists."""
     if pid == os.getpid():
         return True
@@ -194,7 +194,7 @@ def _acquire(run_dir: Path) -> int:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _lock_pid(fd)
-            stale = pid is not None and not _pid_alive(pid) and _same_file(fd, path)
+            stale = pid is not None and not pid_alive(pid) and _same_file(fd, path)
             os.close(fd)
             if stale:
                 path.unlink(missing_ok=True)
@@ -239,7 +239,7 @@ def in_use(run_dir: str | Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _lock_pid(fd)
-            return pid is None or _pid_alive(pid)
+            return pid is None or pid_alive(pid)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return False
     finally:

@@ -28,16 +28,16 @@ CAPTION = 14  # caption band height, px
 def select_tiles(prepared_dir, n: int, split: str = "val") -> dict:
     """`n` tiles of `split` (about half defective), spread evenly in manifest order.
 
-    Labels are read without decoding images; only the chosen tiles are decoded. Returns
+    Labels come from the manifest (in record order); only the chosen tiles are decoded. Returns
     numpy arrays ``image`` (n, S, S, 3) uint8, ``mask`` / ``valid`` (n, S, S), ``label`` (n,),
     ``index`` (n,) positions in the split; fewer when the split is smaller."""
     import tensorflow as tf
 
-    from kerasxai.data.pipeline import _decoder, _label_only, load_split
+    from kerasxai.data.pipeline import _decoder, load_split, read_manifest
 
     info = load_split(prepared_dir, split)._kerasxai
     raw = tf.data.TFRecordDataset(info["files"])
-    labels = np.fromiter(raw.map(_label_only).as_numpy_iterator(), np.int64)
+    labels = np.array([t["label"] for t in read_manifest(prepared_dir)["tiles"] if t["split"] == split], np.int64)
     pos, neg = np.flatnonzero(labels > 0), np.flatnonzero(labels == 0)
     n_pos = min(len(pos), max(n // 2, n - len(neg)))
     n_neg = min(len(neg), n - n_pos)

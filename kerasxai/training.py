@@ -559,11 +559,15 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.heartbeat_s = heartbeat_s
         self._beat = time.perf_counter()
 
+    def _write_state(self):
+        """``state.json`` with ``train_seconds`` brought up to date."""
+        self.state["train_seconds"] = self.base_seconds + (time.perf_counter() - self.started)
+        runs.write_state(self.run_dir, self.state)
+        self._beat = time.perf_counter()
+
     def on_train_batch_end(self, batch, logs=None):
         if time.perf_counter() - self._beat >= self.heartbeat_s:
-            self.state["train_seconds"] = self.base_seconds + (time.perf_counter() - self.started)
-            runs.write_state(self.run_dir, self.state)
-            self._beat = time.perf_counter()
+            self._write_state()
 
     def _better(self, value, best) -> bool:
         if best is None or not np.isfinite(best):
@@ -586,10 +590,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.state[key] = list(self.state.get(key, [])) + [logs.get(key)]
         if self.reduce_lr is not None:
             self.state["reduce_lr"] = self.reduce_lr.state()
-        # kept up to date every epoch, so a killed run still tells how long it trained
-        self.state["train_seconds"] = self.base_seconds + (time.perf_counter() - self.started)
-        runs.write_state(self.run_dir, self.state)
-        self._beat = time.perf_counter()
+        self._write_state()  # every epoch too, so a killed run still tells how long it trained
 
 
 def _trim_history(path: Path, next_epoch: int) -> None:

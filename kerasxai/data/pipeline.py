@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from kerasxai.runs import default_mode
+from kerasxai.runs import default_mode, pid_alive
 
 from .sources import DataError, read_samples
 from .splits import SPLITS, split_samples
@@ -128,16 +128,6 @@ def _tile_sample(sample, grid: TileGrid, tile_cfg):
     return out, rows, (h, w)
 
 
-def _pid_dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
-
-
 def _temp_owner(p: Path) -> tuple[str, int] | None:
     """``(key, pid)`` of a build folder ``.tmp-<reader>-<key>-<pid>-<random>`` or of an old
     folder moved aside ``.tmp-replaced-<key>-<pid>-old``; None for anything else."""
@@ -151,7 +141,7 @@ def _clean_stale(cache: Path, key: str):
     """Remove the build folders of `key` (its lock is held) whose process is dead."""
     for p in cache.glob(f".tmp-*-{key}-*"):
         owner = _temp_owner(p)
-        if owner and owner[0] == key and _pid_dead(owner[1]):
+        if owner and owner[0] == key and not pid_alive(owner[1]):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -171,7 +161,7 @@ def _clean_other_keys(cache: Path, key: str):
             old = now - p.stat().st_mtime > STALE_BUILD_S
         except FileNotFoundError:
             continue
-        if not (_pid_dead(owner[1]) or old):
+        if not (not pid_alive(owner[1]) or old):
             continue
         lock_path = cache / f".lock-{owner[0]}"
         try:
