@@ -23,6 +23,7 @@ import fcntl
 import json
 import os
 import tempfile
+import re
 import time
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def new_run_dir(cfg: Config, now: float | None = None) -> Path:
             continue
         return path
     raise RunError(f"could not create a new run folder under '{root}' for '{base}'")
+
+
+def run_dirs(root: str | Path, name: str) -> list[Path]:
+    """The run folders :func:`new_run_dir` made under `root` for config name `name`, sorted."""
+    pattern = re.compile(re.escape(name) + r"-\d{8}-\d{6}(-\d+)?")
+    root = Path(root)
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and pattern.fullmatch(p.name)] if root.is_dir() else []
 
 
 def current_umask() -> int:

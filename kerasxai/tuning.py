@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import re
 import shutil
 import traceback
 from pathlib import Path
@@ -157,11 +156,9 @@ def remove_interrupted_attempts(trial_cfg: Config) -> list[Path]:
     """Run folders of earlier attempts at this trial that no live process holds: KerasTuner
     runs a trial stopped by a kill again (same trial id) into a new run folder, so these are
     left over. Returns what was removed."""
-    root = Path(trial_cfg.train.runs_dir)
-    pattern = re.compile(re.escape(trial_cfg.name) + r"-\d{8}-\d{6}(-\d+)?")
     removed = []
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        if folder.is_dir() and pattern.fullmatch(folder.name) and not runs.in_use(folder):
+    for folder in runs.run_dirs(trial_cfg.train.runs_dir, trial_cfg.name):
+        if not runs.in_use(folder):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
             print(f"removed the run folder of an interrupted attempt at this trial: {folder}")
