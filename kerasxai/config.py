@@ -66,6 +66,7 @@ class ModelConfig:
     fast_depthwise: str = "auto"  # CNNs: auto (on for JAX on CPU) | on | off
     host_parallel: str = "auto"  # inference batches split over the CPU cores: auto (JAX on CPU) | on | off
     dropout: float = 0.0  # dropout before the score head
+    pooling: str = "avg"  # CNNs: how the CAM becomes the score: avg (CAM paper) | lse (log-sum-exp, a smooth max)
 
 
 @dataclass
@@ -236,6 +237,7 @@ def validate(cfg: Config) -> None:
     need(cfg.model.fusion in ("mean", "max", "min"), "model.fusion", f"must be mean, max or min, got '{cfg.model.fusion}'")
     need(0 <= cfg.model.discard_ratio < 1, "model.discard_ratio", "must be in [0, 1)")
     need(cfg.model.fast_depthwise in ("auto", "on", "off"), "model.fast_depthwise", "must be auto, on or off")
+    need(cfg.model.pooling in ("avg", "lse"), "model.pooling", f"must be avg or lse, got '{cfg.model.pooling}'")
     need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
     need(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(cfg.train.learning_rate > 0, "train.learning_rate", "must be > 0")

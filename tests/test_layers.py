@@ -33,6 +33,32 @@ def test_cam_head_invariant_and_heatmap():
     assert out["heatmap"].shape == (3, 5, 4) and out["score"].shape == (3, 1)
 
 
+def test_cam_head_lse_pooling_is_a_smooth_max_of_the_map():
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(3, 5, 4, 7)).astype("float32")
+    head = CAMHead(pooling="lse")
+    out = {k: np.asarray(v) for k, v in head(feats).items()}
+    kernel, bias = (np.asarray(w) for w in head.get_weights())
+    cam = np.einsum("bhwc,c->bhw", feats, kernel[:, 0])
+    np.testing.assert_allclose(out["heatmap"], cam, rtol=1e-5, atol=1e-5)
+    # logit = log(mean(exp(map))) + bias: between the mean and the max of the map
+    expected = np.log(np.exp(cam.astype("float64")).mean(axis=(1, 2)))[:, None] + bias
+    np.testing.assert_allclose(out["logit"], expected, rtol=1e-5, atol=1e-5)
+    assert np.all(out["logit"] - bias >= cam.mean(axis=(1, 2))[:, None] - 1e-6)
+    assert np.all(out["logit"] - bias <= cam.max(axis=(1, 2))[:, None] + 1e-6)
+    # one hot cell moves the logit far more than under average pooling
+    spike = np.zeros((1, 14, 14, 1), "float32")
+    spike[0, 3, 5, 0] = 10.0
+    for pooling, low, high in (("avg", 0.0, 0.1), ("lse", 4.0, 10.0)):
+        layer = CAMHead(pooling=pooling)
+        layer.build(spike.shape)
+        layer.set_weights([np.ones((1, 1), "float32"), np.zeros(1, "float32")])
+        assert low <= float(np.asarray(layer(spike)["logit"])[0, 0]) <= high, pooling
+    assert roundtrip(head).pooling == "lse"
+    with pytest.raises(ValueError, match="model.pooling"):
+        CAMHead(pooling="max")
+
+
 def test_cam_head_dropout_only_in_training_and_score_only_variant():
     feats = np.ones((4, 2, 2, 64), dtype="float32")
     head = CAMHead(dropout=0.5)

@@ -55,11 +55,13 @@ def build_cnn(
     weights=None,
     heatmap=True,
     dropout=0.0,
+    pooling="avg",
     fast_depthwise_mode="auto",
     training_outputs=False,
 ):
     """A CAM model: raw pixels -> {"score" (B,1), "heatmap" (B,h,w)} (score only if not heatmap).
 
+    `pooling` is how the head turns the map into the score ("avg" | "lse", see CAMHead).
     `training_outputs` adds "logit" (B,1), the pre-sigmoid score (for from_logits losses).
     `weights` here is None, "imagenet" or keras.applications' `.h5`; a .weights.h5 path is
     loaded by the registry.
@@ -69,7 +71,7 @@ def build_cnn(
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     features = backbone(inputs)
     # float32 under any dtype policy: the score (loss, metrics) and the map keep full precision
-    head = CAMHead(heatmap=heatmap, dropout=dropout, dtype="float32", name="cam_head")(features)
+    head = CAMHead(heatmap=heatmap, dropout=dropout, pooling=pooling, dtype="float32", name="cam_head")(features)
     outputs = {"score": head["score"]}
     if heatmap:
         outputs["heatmap"] = head["heatmap"]

@@ -17,30 +17,44 @@ from kerasxai.models.rollout import FUSIONS, rollout
 
 register = keras.saving.register_keras_serializable(package="kerasxai")
 
+POOLINGS = ("avg", "lse")  # CAMHead: how the map becomes the logit (model.pooling)
+
 
 @register
 class CAMHead(keras.layers.Layer):
     """Binary score head with Class Activation Mapping.
 
-    Features F (B, h, w, C) -> global average pool -> [dropout] -> Dense(1) (kernel W,
-    bias b) -> sigmoid. The heatmap is F . W (no ReLU, no bias), so that
-    mean over (h, w) of the heatmap + b equals the pre-sigmoid logit.
+    The heatmap is M = F . W (features F (B, h, w, C), kernel W; no ReLU, no bias) and the
+    pre-sigmoid logit pools it, so the score is always a function of the map:
+
+    - pooling "avg": logit = mean over (h, w) of M + b, i.e. global average pooling of F
+      before Dense(1) (the CAM of the paper).
+    - pooling "lse": logit = log(mean over (h, w) of exp(M)) + b, a smooth maximum of the map
+      (log-sum-exp pooling). A defect a few cells wide must raise the logit by itself rather
+      than through the average of the tile, so the map peaks where the defect is.
 
     Args:
         heatmap: also return the heatmap (False: score-only, same weights).
-        dropout: dropout rate on the pooled features (training only).
+        dropout: dropout rate on the pooled features ("avg") or the feature map ("lse")
+            (training only).
+        pooling: "avg" or "lse" (POOLINGS).
 
     Returns a dict: "score" (B, 1) sigmoid, "logit" (B, 1), and "heatmap" (B, h, w).
 
     Example:
         out = CAMHead(name="cam_head")(features); out["score"], out["heatmap"]
-    Reference: Zhou et al., "Learning Deep Features for Discriminative Localization", 2016.
+    References: Zhou et al., "Learning Deep Features for Discriminative Localization", 2016;
+    Pinheiro and Collobert, "From Image-level to Pixel-level Labeling with Convolutional
+    Networks", 2015 (log-sum-exp pooling).
     """
 
-    def __init__(self, heatmap=True, dropout=0.0, **kwargs):
+    def __init__(self, heatmap=True, dropout=0.0, pooling="avg", **kwargs):
         super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"CAMHead pooling must be one of {', '.join(POOLINGS)}, got {pooling!r} (key model.pooling).")
         self.heatmap = bool(heatmap)
         self.dropout = float(dropout)
+        self.pooling = pooling
         self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
 
     def build(self, input_shape):
@@ -52,15 +66,31 @@ class CAMHead(keras.layers.Layer):
 
     def call(self, features, training=None):
         features = ops.cast(features, self.compute_dtype)
+        if self.pooling == "lse":
+            return self._call_lse(features, training)
         pooled = ops.mean(features, axis=(1, 2))
         if self.drop is not None:
             pooled = self.drop(pooled, training=training)
         logit = ops.matmul(pooled, self.kernel) + self.bias
         out = {"score": ops.sigmoid(logit), "logit": logit}
         if self.heatmap:
-            # a weighted channel sum rather than a (B*h*w, C) x (C, 1) dot: XLA fuses it with
-            # the producer of the features and the pooling (one pass over them, like score-only)
-            out["heatmap"] = ops.sum(features * ops.reshape(self.kernel, (1, 1, 1, -1)), axis=-1)
+            out["heatmap"] = self._map(features)
+        return out
+
+    def _map(self, features):
+        # a weighted channel sum rather than a (B*h*w, C) x (C, 1) dot: XLA fuses it with
+        # the producer of the features and the pooling (one pass over them, like score-only)
+        return ops.sum(features * ops.reshape(self.kernel, (1, 1, 1, -1)), axis=-1)
+
+    def _call_lse(self, features, training):
+        dropped = self.drop(features, training=training) if self.drop is not None else features
+        cam = self._map(dropped)
+        cells = ops.cast(ops.shape(cam)[1] * ops.shape(cam)[2], cam.dtype)
+        logit = ops.logsumexp(ops.reshape(cam, (ops.shape(cam)[0], -1)), axis=-1, keepdims=True)
+        logit = logit - ops.log(cells) + self.bias
+        out = {"score": ops.sigmoid(logit), "logit": logit}
+        if self.heatmap:
+            out["heatmap"] = cam
         return out
 
     def compute_output_spec(self, features):
@@ -74,7 +104,7 @@ class CAMHead(keras.layers.Layer):
         return out
 
     def get_config(self):
-        return {**super().get_config(), "heatmap": self.heatmap, "dropout": self.dropout}
+        return {**super().get_config(), "heatmap": self.heatmap, "dropout": self.dropout, "pooling": self.pooling}
 
 
 @register

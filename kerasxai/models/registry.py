@@ -17,7 +17,7 @@ from kerasxai.models.timm_weights import load_timm_weights
 from kerasxai.models.weights import WeightsError, load_weights_file, weights_format
 
 MODEL_NAMES = tuple(CNN_SPECS) + tuple(VIT_SPECS)
-HEAD_KEYS = ("fusion", "discard_ratio", "dropout", "fast_depthwise")
+HEAD_KEYS = ("fusion", "discard_ratio", "dropout", "fast_depthwise", "pooling")
 
 
 def is_transformer(name: str) -> bool:
@@ -55,7 +55,8 @@ def build_model(
         training_outputs: also output "logit" (B,1), and for the distilled DeiT "cls_logit"
             and "distill_logit" (B,1) (train on labels / teacher hard labels).
         **head: fusion ("mean"|"max"|"min", default "max") and discard_ratio (default 0.9) for
-            transformers; fast_depthwise ("auto"|"on"|"off") for CNNs; dropout for both.
+            transformers; fast_depthwise ("auto"|"on"|"off") and pooling ("avg"|"lse", see
+            CAMHead) for CNNs; dropout for both.
             Keys that do not apply to the model are ignored (one config serves all).
 
     Example:
@@ -88,6 +89,7 @@ def build_model(
             weights=weights if weights == "imagenet" or fmt == "applications" else None,
             heatmap=heatmap,
             dropout=head.get("dropout", 0.0),
+            pooling=head.get("pooling", "avg"),
             fast_depthwise_mode=head.get("fast_depthwise", "auto"),
             training_outputs=training_outputs,
         )
@@ -119,6 +121,7 @@ def build_from_config(model_cfg, input_shape, **kwargs) -> keras.Model:
         discard_ratio=model_cfg.discard_ratio,
         dropout=model_cfg.dropout,
         fast_depthwise=model_cfg.fast_depthwise,
+        pooling=model_cfg.pooling,
         **kwargs,
     )
 
