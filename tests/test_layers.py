@@ -20,27 +20,27 @@ def roundtrip(layer):
     return keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
 
 
-def test_cam_head_invariant_and_heatmap():
-    rng = np.random.default_rng(0)
-    feats = rng.normal(size=(3, 5, 4, 7)).astype("float32")
-    head = CAMHead(name="cam_head")
-    out = {k: np.asarray(v) for k, v in head(feats).items()}
-    kernel, bias = (np.asarray(w) for w in head.get_weights())
-    np.testing.assert_allclose(out["heatmap"], np.einsum("bhwc,c->bhw", feats, kernel[:, 0]), rtol=1e-5, atol=1e-5)
-    # mean over (h, w) of the heatmap + bias == logit; score = sigmoid(logit)
-    np.testing.assert_allclose(out["heatmap"].mean(axis=(1, 2))[:, None] + bias, out["logit"], atol=1e-5)
-    np.testing.assert_allclose(out["score"], 1 / (1 + np.exp(-out["logit"])), atol=1e-6)
-    assert out["heatmap"].shape == (3, 5, 4) and out["score"].shape == (3, 1)
-
-
-def test_cam_head_lse_pooling_is_a_smooth_max_of_the_map():
-    rng = np.random.default_rng(1)
-    feats = rng.normal(size=(3, 5, 4, 7)).astype("float32")
-    head = CAMHead(pooling="lse")
+def cam_head_outputs(pooling, seed):
+    """A CAMHead's outputs on random features, its weights and the map F . W computed in NumPy."""
+    feats = np.random.default_rng(seed).normal(size=(3, 5, 4, 7)).astype("float32")
+    head = CAMHead(pooling=pooling, name="cam_head")
     out = {k: np.asarray(v) for k, v in head(feats).items()}
     kernel, bias = (np.asarray(w) for w in head.get_weights())
     cam = np.einsum("bhwc,c->bhw", feats, kernel[:, 0])
     np.testing.assert_allclose(out["heatmap"], cam, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["score"], 1 / (1 + np.exp(-out["logit"])), atol=1e-6)
+    assert out["heatmap"].shape == (3, 5, 4) and out["score"].shape == (3, 1)
+    return head, out, bias, cam
+
+
+def test_cam_head_invariant_and_heatmap():
+    _, out, bias, cam = cam_head_outputs("avg", seed=0)
+    # mean over (h, w) of the heatmap + bias == logit; score = sigmoid(logit)
+    np.testing.assert_allclose(cam.mean(axis=(1, 2))[:, None] + bias, out["logit"], atol=1e-5)
+
+
+def test_cam_head_lse_pooling_is_a_smooth_max_of_the_map():
+    head, out, bias, cam = cam_head_outputs("lse", seed=1)
     # logit = log(mean(exp(map))) + bias: between the mean and the max of the map
     expected = np.log(np.exp(cam.astype("float64")).mean(axis=(1, 2)))[:, None] + bias
     np.testing.assert_allclose(out["logit"], expected, rtol=1e-5, atol=1e-5)
