@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kerasxai.runtime import temp_path
+
 # One line for --help here and in the `kerasxai` command list.
 DESCRIPTION = "Localize defects on full images with a trained run."
 
@@ -40,7 +42,7 @@ def write_atomic(files: dict[str, bytes], out_dir: Path) -> None:
     tmps, done = [], []
     try:
         for name, data in files.items():
-            tmp = out_dir / f".{name}.tmp-{os.getpid()}"
+            tmp = temp_path(out_dir / name)
             tmps.append((tmp, out_dir / name))
             with open(tmp, "wb") as fh:
                 fh.write(data)

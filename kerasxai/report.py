@@ -35,7 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kerasxai.metrics import METRIC_LABELS, UNGATED_KEYS, rank_models, upsample_bilinear
-from kerasxai.runs import atomic_write_bytes, atomic_write_text
+from kerasxai.runtime import atomic_write_bytes, atomic_write_text
 from kerasxai.thesis import thesis_summary
 
 __all__ = ["write_report", "summary_rows", "metrics_rows", "ranking_rows", "baseline_rows", "THESIS_METRICS", "MAP_METRICS"]

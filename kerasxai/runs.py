@@ -22,12 +22,12 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 import re
 import time
 from pathlib import Path
 
 from kerasxai.config import Config, ConfigError, load_config, to_yaml
+from kerasxai.runtime import atomic_path, atomic_write_json, atomic_write_text
 
 CONFIG = "config.yaml"
 BEST = "best.keras"
@@ -66,59 +66,6 @@ def run_dirs(root: str | Path, name: str) -> list[Path]:
     return [p for p in sorted(root.iterdir()) if p.is_dir() and pattern.fullmatch(p.name)] if root.is_dir() else []
 
 
-def current_umask() -> int:
-    """The process umask, read without changing it where /proc tells it (os.umask sets it
-    while it reads it, which would race with other threads creating files)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def default_mode(directory: bool = False) -> int:
-    """The permissions ``open`` / ``mkdir`` would give under the umask (mkstemp and mkdtemp
-    give 0600 / 0700, which another user, e.g. a serving container, cannot read)."""
-    return (0o777 if directory else 0o666) & ~current_umask()
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder (created if missing),
-    so a reader never sees a half-written file; the file gets the umask's permissions."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, default_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
-
-
-def _jsonable(obj):
-    try:
-        return float(obj)
-    except (TypeError, ValueError):
-        return str(obj)
-
-
 def save_model_atomic(model, path: str | Path) -> None:
     """``model.save`` to a temporary ``.keras`` file, then ``os.replace`` onto `path`.
 
@@ -126,16 +73,8 @@ def save_model_atomic(model, path: str | Path) -> None:
     this keeps the previous checkpoint intact until the new one is complete. The file gets the
     umask's permissions.
     """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_config(run_dir: str | Path, cfg: Config) -> None:
@@ -254,7 +193,8 @@ def in_use(run_dir: str | Path) -> bool:
         os.close(fd)
 
 
-# what an interrupted atomic write leaves: ``.<name>.<random>.tmp`` / ``.<stem>.<random>.keras``
+# what an interrupted atomic write (kerasxai.runtime.files) leaves: ``.<name>.<random>.tmp`` /
+# ``.<name>.<random>.keras``; the patterns also match ``.<stem>.<random>.keras``
 TEMP_PATTERNS = (".*.tmp", f".{Path(LAST).stem}.*.keras", f".{Path(BEST).stem}.*.keras")
 STALE_AFTER_S = 3600.0  # no write takes this long: older temp files in an unlocked folder are left over
 

@@ -35,6 +35,7 @@ import keras_tuner
 
 from kerasxai import runs, training
 from kerasxai.config import Config, ConfigError, to_yaml
+from kerasxai.runtime import atomic_path, atomic_write_json, atomic_write_text
 
 CNN_LR = (1e-4, 1e-2)
 TRANSFORMER_LR = (1e-5, 1e-4)
@@ -103,7 +104,7 @@ def check_search_settings(cfg: Config) -> None:
 def record_search_settings(cfg: Config) -> None:
     path = search_dir(cfg) / SETTINGS
     if not path.is_file():
-        runs.atomic_write_json(path, search_settings(cfg))
+        atomic_write_json(path, search_settings(cfg))
 
 
 class TrainingHyperModel(keras_tuner.HyperModel):
@@ -330,10 +331,9 @@ def parallel_coordinates(rows: list[dict], path: Path, title: str) -> None:
             ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def best_config(cfg: Config, rows: list[dict]) -> Config | None:
@@ -352,12 +352,12 @@ def write_reports(cfg: Config, oracle) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(oracle)
     title = f"{cfg.name}: {cfg.model.name}, {len(rows)} trials, objective {cfg.tune.objective}"
-    runs.atomic_write_text(folder / "trials.csv", rows_csv(rows))
-    runs.atomic_write_text(folder / "trials.md", rows_markdown(rows, title))
+    atomic_write_text(folder / "trials.csv", rows_csv(rows))
+    atomic_write_text(folder / "trials.md", rows_markdown(rows, title))
     parallel_coordinates(rows, folder / "parallel_coordinates.png", title)
     best = best_config(cfg, rows)
     if best is not None:
         header = (f"# Best trial of the search in {folder} (objective {cfg.tune.objective}).\n"
                   f"# Train it: python -m kerasxai.train --config {folder / 'best_config.yaml'}\n")
-        runs.atomic_write_text(folder / "best_config.yaml", header + to_yaml(best))
+        atomic_write_text(folder / "best_config.yaml", header + to_yaml(best))
     return {"dir": folder, "rows": rows, "best": next((r for r in rows if r["best"]), None)}

@@ -1,13 +1,12 @@
-"""Run folders: fresh names, atomic writes, crash-safe checkpoints, load_run."""
+"""Run folders: fresh names, crash-safe checkpoints, load_run (atomic writes: test_runtime.py)."""
 
-import os
 import zipfile
 
 import keras
 import numpy as np
 import pytest
 
-from kerasxai import runs
+from kerasxai import runs, runtime
 from kerasxai.config import load_config
 
 
@@ -33,21 +32,6 @@ def test_new_run_dir_never_reuses_a_folder(tmp_path):
     (made[0] / "best.keras").write_text("other run")
     again = runs.new_run_dir(cfg, now=now)
     assert again not in made and (made[0] / "best.keras").read_text() == "other run"
-
-
-def test_atomic_text_keeps_old_file_on_failure(tmp_path, monkeypatch):
-    path = tmp_path / "summary.json"
-    runs.atomic_write_json(path, {"a": 1})
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError):
-        runs.atomic_write_json(path, {"a": 2})
-    monkeypatch.undo()
-    assert path.read_text().strip().startswith("{") and '"a": 1' in path.read_text()
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temp file left behind
 
 
 def test_crash_during_checkpoint_leaves_last_good_one(tmp_path, monkeypatch):
@@ -98,10 +82,19 @@ def test_files_get_the_umask_permissions(tmp_path, umask):
     running as another user), not 0600 as the temporary file they start from."""
     from conftest import modes
 
-    runs.atomic_write_json(tmp_path / "summary.json", {"a": 1})
+    runtime.atomic_write_json(tmp_path / "summary.json", {"a": 1})
     runs.save_model_atomic(_tiny_model(), tmp_path / "last.keras")
     runs.write_config(tmp_path, _cfg(tmp_path))
-    assert runs.current_umask() == umask
+    assert runtime.current_umask() == umask
     got = modes(tmp_path)
     del got["."]
     assert got == {name: 0o666 & ~umask for name in ("summary.json", "last.keras", "config.yaml")}
+
+
+def test_remove_temp_files_finds_what_atomic_writes_leave(tmp_path):
+    """The names kerasxai.runtime gives its temporary files match runs.TEMP_PATTERNS."""
+    names = (runs.LAST, runs.BEST, runs.STATE, runs.CONFIG, runs.SUMMARY)
+    left = [runtime.temp_path(tmp_path / n, ".keras" if n.endswith(".keras") else ".tmp") for n in names]
+    (tmp_path / runs.STATE).write_text("{}")  # a finished file stays
+    assert sorted(runs.remove_temp_files(tmp_path)) == sorted(left)
+    assert [p.name for p in tmp_path.iterdir()] == [runs.STATE]

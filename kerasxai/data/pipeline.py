@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from kerasxai.runs import default_mode, pid_alive
+from kerasxai.runs import pid_alive
+from kerasxai.runtime import atomic_write_text, cores, default_mode
 
 from .sources import DataError, read_samples
 from .splits import SPLITS, split_samples
@@ -180,7 +181,7 @@ def _clean_other_keys(cache: Path, key: str):
 
 
 def _workers() -> int:
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return max(1, min(4, cores()))
 
 
 def shard_digest(path) -> dict:
@@ -312,9 +313,7 @@ def _build(cfg, samples, key, out: Path, progress: bool):
         "sources": sources,
         "tiles": tiles,
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest))
-    os.replace(tmp, out / MANIFEST)  # written last: marks the folder complete
+    atomic_write_text(out / MANIFEST, json.dumps(manifest))  # written last: marks the folder complete
 
 
 # ------------------------------------------------------------------------ reading

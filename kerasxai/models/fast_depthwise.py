@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-MODES = ("auto", "on", "off")
+from kerasxai.runtime import jax_on_cpu, switch_on  # noqa: F401  (models.layers imports jax_on_cpu from here)
 
 
 @keras.saving.register_keras_serializable(package="kerasxai")
@@ -97,23 +97,9 @@ def supports(layer) -> bool:
     return isinstance(layer, keras.layers.DepthwiseConv2D) and not _unsupported(layer)
 
 
-def jax_on_cpu() -> bool:
-    """True for the JAX backend running on the CPU: where this module's and
-    :mod:`kerasxai.models.host_parallel`'s CPU workarounds apply ("auto")."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    return jax.default_backend() == "cpu"
-
-
 def resolve(mode: str = "auto") -> bool:
     """Whether `mode` ("auto" | "on" | "off") means the fast layer is used here."""
-    if mode not in MODES:
-        raise ValueError(f"model.fast_depthwise={mode!r}: use one of {', '.join(MODES)}.")
-    if mode != "auto":
-        return mode == "on"
-    return jax_on_cpu()
+    return switch_on(mode, "model.fast_depthwise")
 
 
 def apply(model, mode: str = "auto"):

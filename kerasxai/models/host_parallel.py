@@ -17,33 +17,21 @@ TF backend, whose runtime is already multi-threaded).
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
 
-from kerasxai.models.fast_depthwise import jax_on_cpu
+from kerasxai.runtime import MODES, cores, switch_on
 
 __all__ = ["HostParallelPredictor", "MODES", "resolve"]
-
-MODES = ("auto", "on", "off")
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def resolve(mode: str = "auto") -> int:
     """Parts a batch is split into for ``mode`` ("auto" | "on" | "off"): 1 means no split."""
-    if mode not in MODES:
-        raise ValueError(f"model.host_parallel={mode!r}: use one of {', '.join(MODES)}.")
-    if mode == "off" or keras.backend.backend() != "jax" or (mode == "auto" and not jax_on_cpu()):
+    if not switch_on(mode, "model.host_parallel") or keras.backend.backend() != "jax":
         return 1
-    return max(1, _cores())
+    return max(1, cores())
 
 
 class HostParallelPredictor:

@@ -1,0 +1,25 @@
+"""The ground floor: facts about the process kerasxai runs in and how it writes files.
+
+- :mod:`~kerasxai.runtime.backend`: the CPU core count, whether JAX runs on the CPU, and the
+  auto / on / off switches that depend on it;
+- :mod:`~kerasxai.runtime.files`: atomic file writes (a temporary file in the same folder,
+  then ``os.replace``) with the umask's permissions.
+
+Nothing here imports the rest of kerasxai, and importing it imports no framework.
+"""
+
+from kerasxai.runtime.backend import MODES, cores, jax_on_cpu, switch_on
+from kerasxai.runtime.files import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    current_umask,
+    default_mode,
+    temp_path,
+)
+
+__all__ = [
+    "MODES", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "cores",
+    "current_umask", "default_mode", "jax_on_cpu", "switch_on", "temp_path",
+]

@@ -1,0 +1,36 @@
+"""Backend facts: CPU cores, JAX on the CPU, and the auto / on / off switches built on them."""
+
+from __future__ import annotations
+
+import os
+
+# The values of a switch such as model.fast_depthwise or model.host_parallel.
+MODES = ("auto", "on", "off")
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def jax_on_cpu() -> bool:
+    """True for the Keras JAX backend running on the CPU: where the CPU workarounds
+    (fast depthwise convolution, host-parallel inference) apply."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def switch_on(mode: str, key: str) -> bool:
+    """Whether the switch `key` set to `mode` ("auto" | "on" | "off") is on here; "auto" is on
+    for JAX on the CPU. Raises ValueError naming `key` for any other value."""
+    if mode not in MODES:
+        raise ValueError(f"{key}={mode!r}: use one of {', '.join(MODES)}.")
+    return mode == "on" or (mode == "auto" and jax_on_cpu())
