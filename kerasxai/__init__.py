@@ -17,9 +17,4 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / 
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# Large XLA buffers from the heap instead of fresh mmaps each execution (see host_malloc).
-from kerasxai import host_malloc as _host_malloc  # noqa: E402
-
-HOST_MALLOC_TUNED = _host_malloc.keep_large_blocks()
-
 __version__ = "0.1.0"

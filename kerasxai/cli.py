@@ -4,14 +4,20 @@
 the rest of the command line goes to that module's ``main(argv)`` and its exit status comes
 back unchanged. Command modules are imported only when needed, and they import TensorFlow /
 JAX only inside ``main``, so ``kerasxai --help`` imports no framework.
+
+:func:`run` is how a program starts a command (this script, ``python -m kerasxai.<command>``,
+the tools under tools/): it applies the process-wide malloc tuning of
+:mod:`kerasxai.runtime.malloc` first, which ``import kerasxai`` leaves to the program.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 
 import kerasxai
+from kerasxai.runtime import keep_large_blocks
 
 # Command name -> module kerasxai.<name>, which has ``main(argv) -> int`` and ``DESCRIPTION``.
 COMMANDS = ("prepare", "train", "tune", "evaluate", "predict", "export", "demo")
@@ -33,6 +39,12 @@ def _help() -> str:
     ])
 
 
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """``main(argv)`` as this process's entry point: malloc tuned first, exit status returned."""
+    keep_large_blocks()
+    return main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
@@ -49,5 +61,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kerasxai: error: unknown command {command!r}; choose from {', '.join(COMMANDS)} "
               "(kerasxai --help)", file=sys.stderr)
         return 2
-    return importlib.import_module(f"kerasxai.{command}").main(rest)
+    return run(importlib.import_module(f"kerasxai.{command}").main, rest)
 

@@ -2,6 +2,8 @@
 
 import importlib
 import importlib.metadata
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +104,31 @@ def test_command_line_exit_codes(tmp_path, launcher):
     assert r.returncode == 0 and "usage: python -m kerasxai.prepare" in r.stdout
     r = subprocess.run([*base, "nope"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "prepare" in r.stderr
+
+
+def test_dispatch_tunes_malloc_before_the_command(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "keep_large_blocks", lambda: calls.append("malloc"))
+    monkeypatch.setattr(importlib.import_module("kerasxai.prepare"), "main", lambda argv: calls.append(argv) or 0)
+    assert cli.main(["prepare", "--help"]) == 0
+    assert calls == ["malloc", ["--help"]]
+    calls.clear()
+    assert cli.main(["--version"]) == 0 and calls == []  # no command ran
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc tuning is Linux/glibc only")
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_python_m_command_tunes_malloc(command):
+    """``python -m kerasxai.<command>`` starts through cli.run like the console script."""
+    code = (
+        "import contextlib, io, runpy, sys\n"
+        "from kerasxai.runtime import malloc\n"
+        "sys.argv = ['x', '--help']\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    runpy.run_module('kerasxai.{command}', run_name='__main__')\n"
+        "print(malloc.TUNED)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KERASXAI_MALLOC"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"

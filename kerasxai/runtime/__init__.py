@@ -3,7 +3,9 @@
 - :mod:`~kerasxai.runtime.backend`: the CPU core count, whether JAX runs on the CPU, and the
   auto / on / off switches that depend on it;
 - :mod:`~kerasxai.runtime.files`: atomic file writes (a temporary file in the same folder,
-  then ``os.replace``) with the umask's permissions.
+  then ``os.replace``) with the umask's permissions;
+- :mod:`~kerasxai.runtime.malloc`: the process-wide glibc malloc tuning that command-line
+  entry points apply (``import kerasxai`` leaves the process as it is).
 
 Nothing here imports the rest of kerasxai, and importing it imports no framework.
 """
@@ -18,8 +20,9 @@ from kerasxai.runtime.files import (
     default_mode,
     temp_path,
 )
+from kerasxai.runtime.malloc import keep_large_blocks
 
 __all__ = [
     "MODES", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "cores",
-    "current_umask", "default_mode", "jax_on_cpu", "switch_on", "temp_path",
+    "current_umask", "default_mode", "jax_on_cpu", "keep_large_blocks", "switch_on", "temp_path",
 ]

@@ -8,9 +8,10 @@ default and 10 ms without (JAX backend, ViT-Tiny attention of a batch of 32). Wi
 (``M_MMAP_MAX = 0``) glibc takes such blocks from the heap, and a high ``M_TRIM_THRESHOLD``
 keeps up to that much freed heap memory for the next execution instead of unmapping it.
 
-Applied when `kerasxai` is imported (``import kerasxai``), on Linux with glibc only, and
-process-wide (it concerns every allocation after it, also NumPy's). Set
-``KERASXAI_MALLOC=system`` before importing kerasxai to leave malloc as it is.
+Process-wide (it concerns every allocation after it, also NumPy's) and Linux/glibc only, so
+the programs apply it, not the library: the ``kerasxai`` commands and the tools under tools/
+call :func:`keep_large_blocks` when they start (``kerasxai.cli.run``); a Python program that
+wants it calls it itself. Set ``KERASXAI_MALLOC=system`` to leave malloc as it is.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_MAX = -4
 TRIM_THRESHOLD = 1 << 30  # freed heap memory kept for reuse (bytes)
 ENV = "KERASXAI_MALLOC"
+TUNED = False  # whether keep_large_blocks applied the tuning in this process
 
 
 def _libc():
@@ -43,4 +45,6 @@ def keep_large_blocks() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    global TUNED
+    TUNED = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return TUNED
