@@ -1,6 +1,8 @@
 """Shared fixtures. Tests run on the JAX backend unless KERAS_BACKEND says otherwise."""
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,14 @@ def umask():
 def modes(root: Path) -> dict:
     """``{relative path: permission bits}`` of `root` and everything below it."""
     return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+
+def load_tool(script: str):
+    """tools/<script> imported as a module, with tools/ on sys.path as when it runs as a script."""
+    tools = str(REPO / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    spec = importlib.util.spec_from_file_location(script.removesuffix(".py") + "_tool", REPO / "tools" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,16 +89,6 @@ def test_profile_model_charges_a_train_step_to_scopes_and_passes(tmp_path):
     assert {r["pass"] for r in res["scopes"] if r["scope"] == "adam"} == {"update"}
     assert not any(re.match(r"block_\d", r["scope"]) for r in res["scopes"])
     assert "| block_*_fc1 | backward |" in stdout and "op time by pass" in stdout
-
-
-def load_tool(script):
-    """tools/<script> as a module."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(script.removesuffix(".py") + "_tool", REPO / "tools" / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_interleaved_rounds_count_tiles_per_callable_and_split_cpu_time():

@@ -1,21 +1,15 @@
 """tools/reproduce_study.py: RESULTS.md is rendered from saved files only, the same way twice."""
 
-import importlib.util
 import json
 from argparse import Namespace
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_tool
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("reproduce_study", REPO / "tools" / "reproduce_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("reproduce_study.py")
 
 
 def _row(model, kind, f1, pxap, ungated_pxap, pointing=0.5):

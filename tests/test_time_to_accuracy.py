@@ -1,19 +1,14 @@
 """tools/time_to_accuracy.py turns run folders' histories into a CSV and a figure."""
 
 import csv
-import importlib.util
 from pathlib import Path
+
+from conftest import load_tool
 
 from kerasxai.config import load_config, to_yaml
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 def _tool():
-    spec = importlib.util.spec_from_file_location("time_to_accuracy", REPO / "tools" / "time_to_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("time_to_accuracy.py")
 
 
 def _run(root: Path, name: str, seconds: list[float], aucs: list[float]) -> Path:

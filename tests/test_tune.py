@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
 from kerasxai import tuning
 from kerasxai.config import ConfigError, load_config
@@ -106,8 +107,7 @@ def test_two_trial_search_writes_table_figure_best_config_and_continues(tmp_path
 
 @pytest.mark.slow
 def test_chief_and_two_workers_complete_their_trials(tmp_path):
-    sys.path.insert(0, str(REPO / "tools"))
-    from tune_cluster import launch
+    launch = load_tool("tune_cluster.py").launch
 
     overrides = search_overrides(tmp_path, **{"tune.trials": 2, "name": "cluster"})
     code = launch(str(REPO / "configs" / "demo.yaml"), overrides, workers=2, timeout=1500,

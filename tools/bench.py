@@ -26,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _checkout import REPO
+
+from kerasxai.runtime import atomic_write_text, cores as cpu_cores
 WORKER = REPO / "tools" / "bench_worker.py"
 PIPELINE = REPO / "tools" / "bench_pipeline.py"
 
@@ -42,10 +44,6 @@ JAX_VS_TF_MODELS = ["mobilenetv3_large", "efficientnetv2_s"]
 KEY_MODELS = ["mobilenetv3_large", "efficientnetv2_s", "vit_tiny_patch16_224"]  # measured first
 # what --skip / --only name; "tf" is every run on the TensorFlow backend
 SECTIONS = ("models", "tf", "posthoc", "predict", "pipeline", "train", "epoch")
-
-
-def _cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def run_child(argv, env_backend, log, timeout):
@@ -377,12 +375,6 @@ def training_markdown(results) -> list:
     return lines
 
 
-def _write(path: Path, text: str):
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="output folder (bench.json, bench.md, bench.log)")
@@ -433,12 +425,12 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     log = out / "bench.log"
     log.write_text("")
-    cores = _cores()
+    cores = cpu_cores()
     cmd = "python tools/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.render:
         results = json.loads(Path(args.render).read_text())
         results["targets"] = targets(results, max(results["batches"]), results["machine"]["cores"])
-        _write(out / "bench.md", markdown(results, results["command"]))
+        atomic_write_text(out / "bench.md", markdown(results, results["command"]))
         return 0
     t0 = time.perf_counter()
     loads = [os.getloadavg()]
@@ -461,8 +453,8 @@ def main(argv=None):
             "loadavg_samples": [list(x) for x in loads], "loadavg_max": max(x[0] for x in loads),
         }
         results["targets"] = targets(results, max(args.batches), cores)
-        _write(out / "bench.json", json.dumps(results, indent=1))
-        _write(out / "bench.md", markdown(results, cmd))
+        atomic_write_text(out / "bench.json", json.dumps(results, indent=1))
+        atomic_write_text(out / "bench.md", markdown(results, cmd))
 
     # Most important first, so that a run cut short still answers the targets.
     if wanted("models"):
@@ -506,4 +498,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kerasxai.cli import run
+
+    sys.exit(run(main))

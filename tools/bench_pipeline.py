@@ -17,9 +17,8 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+import _checkout  # noqa: F401
 
 
 def _time_pass(ds) -> tuple[int, float, float]:
@@ -32,6 +31,7 @@ def _time_pass(ds) -> tuple[int, float, float]:
 
 
 def main(argv=None) -> int:
+    from kerasxai import runtime
     from kerasxai.config import add_config_args, load_config
     from kerasxai.data.pipeline import eval_batches, load_split, prepare_dataset, training_dataset
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     out = prepare_dataset(cfg, progress=True)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = runtime.cores()
     runs = {
         "training_dataset(flips, shuffle)": lambda: training_dataset(load_split(out, "train"), args.batch, seed=0),
         "training_dataset(flips, shuffle, balance)": lambda: training_dataset(load_split(out, "train"), args.batch, balance=True),
@@ -63,4 +63,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kerasxai.cli import run
+
+    sys.exit(run(main))

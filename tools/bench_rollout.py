@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import sys
-from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-
-import numpy as np  # noqa: E402
+import _checkout  # noqa: F401
+import numpy as np
 
 
 def tiles(batch, size, pattern=None, seed=0):
@@ -100,7 +95,7 @@ def main(argv=None):
 
     from kerasxai.models import explain_model
     from kerasxai.models.rollout import rollout
-    from kerasxai.runs import atomic_write_json
+    from kerasxai.runtime import atomic_write_json
 
     if keras.backend.backend() != "jax":
         raise SystemExit("bench_rollout times jax.jit: run with KERAS_BACKEND=jax")
@@ -130,4 +125,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from kerasxai.cli import run
+
+    sys.exit(run(main))

@@ -31,10 +31,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without install
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _checkout import REPO
+
+from kerasxai.runtime import atomic_write_text
 
 
 class PeakRSS:
@@ -464,11 +463,11 @@ def main(argv=None):
         task_wall_s=round(time.perf_counter() - t0, 1),
         loadavg_end=list(os.getloadavg()),
     )
-    tmp = Path(args.json).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, args.json)
+    atomic_write_text(args.json, json.dumps(result, indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kerasxai.cli import run
+
+    sys.exit(run(main))

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
+import _checkout  # noqa: F401
 import numpy as np
 import psutil
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
 def batches(n_tiles: int, batch: int, size: int, seed: int = 0):
@@ -46,7 +45,7 @@ def batches(n_tiles: int, batch: int, size: int, seed: int = 0):
         made += b
 
 
-def main() -> None:
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiles", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=32)
@@ -54,7 +53,7 @@ def main() -> None:
     p.add_argument("--map", type=int, default=14, help="heatmap side (metrics-only mode)")
     p.add_argument("--model", default=None, help="run evaluate_model with this kerasxai model (random init)")
     p.add_argument("--checkpoints", default="1000,10000")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
     proc = psutil.Process()
     peak = [proc.memory_info().rss]
@@ -104,4 +103,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from kerasxai.cli import run
+
+    sys.exit(run(main))

@@ -35,13 +35,9 @@ import re
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-
-import numpy as np  # noqa: E402
+import _checkout  # noqa: F401
+import numpy as np
 
 WORKER_THREAD = "XLAEigen"  # XLA's CPU runtime runs operations on threads named tf_XLAEigen/...
 WRAPPERS = ("ThunkExecutor::",)  # events that enclose operations: not charged
@@ -158,13 +154,12 @@ def main(argv=None):
     import keras
 
     from kerasxai.models import build_model
-    from kerasxai.runs import atomic_write_json
+    from kerasxai.runtime import atomic_write_json
 
     if keras.backend.backend() != "jax":
         raise SystemExit("profile_model traces XLA: run with KERAS_BACKEND=jax")
     x = np.random.default_rng(0).uniform(0, 255, (args.batch, args.size, args.size, 3)).astype("float32")
     if args.train:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench_worker import _compiled_for_training, _train_targets
         from kerasxai.config import load_config
 
@@ -207,4 +202,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from kerasxai.cli import run
+
+    sys.exit(run(main))

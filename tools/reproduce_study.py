@@ -30,11 +30,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _checkout import REPO
 
-from kerasxai.metrics import UNGATED_KEYS  # noqa: E402  (light: NumPy and SciPy only)
-from kerasxai.runs import atomic_write_json, atomic_write_text  # noqa: E402
+from kerasxai.metrics import UNGATED_KEYS  # light: NumPy and SciPy only
+from kerasxai.runtime import atomic_write_json, atomic_write_text, cores
 # the study's own PCB numbers (thesis tables 3.2 and 3.4), for comparison
 from kerasxai.thesis import THESIS_MAPS, THESIS_TRAINING  # noqa: E402
 
@@ -366,7 +365,7 @@ def render_results(args, out: Path, state: dict) -> str:
         f"- Budget `{args.budget}`: {budget['trials']} KerasTuner Bayesian trials per model, overrides "
         f"`{' '.join(budget['overrides'])}`; evaluation `{' '.join(budget['eval']) or 'all test tiles'}`.",
         f"- Weights: {args.weights or 'random initialisation (no pretrained weights offline)'}; backend "
-        f"{os.environ.get('KERAS_BACKEND', 'jax')}; machine: {os.cpu_count()} CPU cores, {platform.machine()}.",
+        f"{os.environ.get('KERAS_BACKEND', 'jax')}; machine: {cores()} CPU cores, {platform.machine()}.",
         f"- Wall time of all steps: {fmt_duration(wall)} ({step_times}).",
         "",
         "The study (thesis tables 3.2 / 3.4) fine-tuned ImageNet weights for 10 trials x 20 epochs on its own PCB "
@@ -509,4 +508,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kerasxai.cli import run
+
+    sys.exit(run(main))

@@ -15,9 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _checkout  # noqa: F401
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 LIMIT_MB = 25
 
@@ -32,7 +32,8 @@ def main(argv=None) -> int:
 
     from kerasxai.config import Config, to_yaml
     from kerasxai.pretrained import PRETRAINED_DIR, load_pretrained
-    from kerasxai.runs import atomic_write_text, load_run, save_model_atomic
+    from kerasxai.runs import load_run, save_model_atomic
+    from kerasxai.runtime import atomic_write_text
 
     cfg, model = load_run(args.run, "best")
     defaults = Config()
@@ -59,4 +60,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kerasxai.cli import run
+
+    sys.exit(run(main))

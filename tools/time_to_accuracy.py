@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+import _checkout  # noqa: F401
 
 FIELDS = ["recipe", "epoch", "minutes", "tiles", "val_auc", "val_accuracy", "learning_rate", "run"]
 
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     for name, overrides in _named(args.recipe, "--recipe"):
         runs.append((name, train_recipe(args.config, name, shlex.split(overrides), out / "runs")))
     rows = [row for name, run in runs for row in curve(name, run)]
-    from kerasxai.runs import atomic_write_text
+    from kerasxai.runtime import atomic_write_text
 
     lines = [",".join(FIELDS)] + [",".join("" if r[k] is None else str(r[k]) for k in FIELDS) for r in rows]
     atomic_write_text(out / "tta.csv", "\n".join(lines) + "\n")
@@ -142,4 +142,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kerasxai import cli
+
+    sys.exit(cli.run(main))

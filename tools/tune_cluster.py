@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _checkout import REPO
 
 
 def free_port() -> int:
@@ -36,7 +36,6 @@ def free_port() -> int:
 def launch(config: str, overrides: list[str], workers: int, port: int | None = None, ip: str = "127.0.0.1",
            timeout: float | None = None, log_dir: Path | None = None, python: str = sys.executable) -> int:
     """Run the chief and `workers` workers to completion; returns the chief's exit code."""
-    sys.path.insert(0, str(REPO))
     from kerasxai.config import load_config
     from kerasxai.data.pipeline import prepare_dataset
 
@@ -93,4 +92,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kerasxai.cli import run
+
+    sys.exit(run(main))
