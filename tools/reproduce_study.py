@@ -35,7 +35,7 @@ from _checkout import REPO
 from kerasxai.metrics import UNGATED_KEYS  # light: NumPy and SciPy only
 from kerasxai.runtime import atomic_write_json, atomic_write_text, cores
 # the study's own PCB numbers (thesis tables 3.2 and 3.4), for comparison
-from kerasxai.thesis import THESIS_MAPS, THESIS_TRAINING  # noqa: E402
+from kerasxai.thesis import THESIS_MAPS, THESIS_TRAINING
 
 # (model name, config stem); CNNs first: the distilled DeiT needs a teacher.
 MODELS = [
