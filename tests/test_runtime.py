@@ -1,6 +1,9 @@
 """kerasxai.runtime: the core count, the auto / on / off switches, atomic file writes."""
 
+import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -62,3 +65,13 @@ def test_temp_path_is_hidden_beside_the_target_with_umask_permissions(tmp_path, 
     assert tmp.parent == tmp_path and tmp.name.startswith(".a.json.") and tmp.name.endswith(".tmp")
     assert tmp.stat().st_size == 0 and tmp.stat().st_mode & 0o777 == 0o666 & ~umask
     assert runtime.temp_path(tmp_path / "a.json") != tmp
+
+
+def test_runtime_is_the_ground_floor():
+    """Importing kerasxai.runtime loads no other kerasxai module and no framework."""
+    code = ("import sys, kerasxai.runtime\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('kerasxai', 'keras', 'jax', 'tensorflow', 'numpy')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loaded = ast.literal_eval(r.stdout)
+    assert loaded and all(m == "kerasxai" or m.startswith("kerasxai.runtime") for m in loaded), loaded
