@@ -58,6 +58,30 @@ def _tile_starts(tf, length, size: int, stride: int):
     return tf.minimum(tf.range(count) * stride, span)
 
 
+def _coverage(tf, starts, length, size: int):
+    """How many tiles starting at `starts` (each `size` long) cover each of `length` positions.
+    The grid is a product of row and column starts, so a pixel's overlap count is the product
+    of its row's and its column's: no image-sized count is needed."""
+    ones = tf.ones_like(starts)
+    edges = tf.scatter_nd(starts[:, None], ones, [length + 1]) - tf.scatter_nd(starts[:, None] + size, ones,
+                                                                                [length + 1])
+    return tf.cumsum(edges)[:length]
+
+
+def _mask_cut(pixel_threshold: int) -> float:
+    """The least float32 ``x`` with ``float32(x * 255) >= pixel_threshold``: ``map >= cut`` is
+    exactly ``map * 255 >= pixel_threshold`` without an image-sized product."""
+    import numpy as np
+
+    thr, k = np.float32(pixel_threshold), np.float32(255)
+    cut = np.float32(thr / k)
+    while np.float32(np.nextafter(cut, -np.inf) * k) >= thr:
+        cut = np.nextafter(cut, np.float32(-np.inf))
+    while np.float32(cut * k) < thr:
+        cut = np.nextafter(cut, np.float32(np.inf))
+    return float(cut)
+
+
 def _assert(tf, ok, message: str, *data):
     """A runtime check with a message a client can act on (TF Serving does not check the
     signature's shapes, and XLA's shape errors name no input)."""
@@ -99,9 +123,14 @@ def make_serve_fn(tf, model_fn, *, tile_size: int):
 def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_threshold: float,
                      pixel_threshold: int, batch_size: int = LOCALIZE_BATCH):
     """A ``tf.function`` (H, W, 3) uint8 -> stitched outputs, calling ``serve_fn`` on at most
-    `batch_size` tiles at a time (a ``tf.while_loop``, one batch after the other), so memory
-    grows with the image only by its own size, not by the model's activations of all tiles."""
+    `batch_size` tiles at a time (a ``tf.while_loop``, one batch after the other).
+
+    Beyond the image and the outputs, memory does not grow with the image: tiles are gathered
+    from the image itself (out-of-image pixels zeroed per tile, no padded copy), each tile's
+    map is divided by its pixels' overlap counts (row count x column count) before it is added
+    into the one image-sized sum, which becomes the heatmap, and the mask is one comparison."""
     s, stride, chunk = int(tile_size), int(tile_size) - int(overlap), int(batch_size)
+    cut = _mask_cut(pixel_threshold)
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.uint8, name="image")], autograph=False)
     def localize(image):
@@ -115,20 +144,21 @@ def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_thresh
         with tf.control_dependencies(checks):
             image = tf.identity(image)
         h, w = tf.shape(image)[0], tf.shape(image)[1]
-        ph, pw = tf.maximum(h, s), tf.maximum(w, s)
-        # zeros, as tile_image; flat (pixel, channel) so a tile is one gather of flat indices
-        pixels = tf.reshape(tf.pad(image, [[0, ph - h], [0, pw - w], [0, 0]]), [-1, 3])
-        valid_pixels = tf.reshape(tf.pad(tf.ones((h, w), tf.bool), [[0, ph - h], [0, pw - w]]), [-1])
+        ph, pw = tf.maximum(h, s), tf.maximum(w, s)  # a side shorter than a tile is padded, as tile_image
+        pixels = tf.reshape(image, [-1, 3])  # flat (pixel, channel): a tile is one gather
         ys, xs = _tile_starts(tf, h, s, stride), _tile_starts(tf, w, s, stride)
+        cover_y, cover_x = _coverage(tf, ys, ph, s), _coverage(tf, xs, pw, s)
         gy, gx = tf.meshgrid(ys, xs, indexing="ij")  # row-major like TileGrid.positions
         ty, tx = tf.reshape(gy, [-1]), tf.reshape(gx, [-1])
         n = tf.size(ty)
         r = tf.range(s)
+        no_pixel = tf.zeros([], tf.uint8)
 
-        def step(i, total, count, scores):
-            cy, cx = ty[i:i + chunk], tx[i:i + chunk]
-            flat = (cy[:, None, None] + r[None, :, None]) * pw + (cx[:, None, None] + r[None, None, :])  # (k, S, S)
-            tiles, valid = tf.gather(pixels, flat), tf.gather(valid_pixels, flat)
+        def step(i, total, scores):
+            yy, xx = ty[i:i + chunk, None] + r, tx[i:i + chunk, None] + r  # (k, S) rows, columns
+            valid = (yy < h)[:, :, None] & (xx < w)[:, None, :]
+            inside = tf.minimum(yy, h - 1)[:, :, None] * w + tf.minimum(xx, w - 1)[:, None, :]
+            tiles = tf.where(valid[..., None], tf.gather(pixels, inside), no_pixel)  # zeros, as tile_image
             out = serve_fn(tiles)
             tile_scores = tf.reshape(tf.cast(out["score"], tf.float32), [-1])
             heat = tf.image.resize(tf.cast(out["heatmap"], tf.float32)[..., None], (s, s), method="bilinear")[..., 0]
@@ -137,17 +167,19 @@ def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_thresh
             span = hi - lo
             keep = (span > 0) & (tile_scores > score_threshold)[:, None, None] & valid
             maps = tf.where(keep, tf.clip_by_value((heat - lo) / tf.where(span > 0, span, 1.0), 0.0, 1.0), 0.0)
-            index = tf.reshape(flat, [-1, 1])
-            total = tf.tensor_scatter_nd_add(total, index, tf.reshape(maps, [-1]))
-            count = tf.tensor_scatter_nd_add(count, index, tf.ones([tf.size(flat)], tf.float32))
-            return i + chunk, total, count, scores.write(i // chunk, tile_scores)
+            count = tf.cast(tf.gather(cover_y, yy)[:, :, None] * tf.gather(cover_x, xx)[:, None, :], tf.float32)
+            index = tf.reshape(yy[:, :, None] * pw + xx[:, None, :], [-1])
+            # adds row by row into `total` itself (repeated indices add up); tensor_scatter_nd_add
+            # would copy the image-sized loop variable at every batch
+            total = tf.raw_ops.InplaceAdd(x=total, i=index, v=tf.reshape(maps / count, [-1, 1]))
+            return i + chunk, total, scores.write(i // chunk, tile_scores)
 
-        zeros = tf.zeros([ph * pw], tf.float32)
         scores = tf.TensorArray(tf.float32, size=(n + chunk - 1) // chunk, infer_shape=False)
-        _, total, count, scores = tf.while_loop(lambda i, *_: i < n, step, (tf.constant(0), zeros, zeros, scores),
-                                                parallel_iterations=1)
-        heatmap = tf.reshape(total / tf.maximum(count, 1.0), (ph, pw))[:h, :w]
-        mask = tf.cast(heatmap * 255.0 >= float(pixel_threshold), tf.uint8)
+        total = tf.zeros([ph * pw, 1])  # one row per pixel: the rows InplaceAdd adds into
+        _, total, scores = tf.while_loop(lambda i, *_: i < n, step, (tf.constant(0), total, scores),
+                                         parallel_iterations=1)
+        heatmap = tf.reshape(total, (ph, pw))[:h, :w]
+        mask = tf.cast(heatmap >= cut, tf.uint8)  # == heatmap * 255 >= pixel_threshold
         return {"heatmap": heatmap, "mask": mask, "scores": scores.concat(), "positions": tf.stack([ty, tx], axis=1)}
 
     return localize

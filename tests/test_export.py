@@ -257,3 +257,49 @@ def test_export_gets_the_umask_permissions(standin, tmp_path, umask):
     for name, mode in modes(path).items():
         is_dir = (path / name).is_dir()
         assert mode == (0o777 if is_dir else 0o666) & ~umask, name
+
+
+@pytest.mark.parametrize("length, overlap", [(40, 8), (64, 8), (150, 8), (230, 8), (129, 40)])
+def test_coverage_counts_the_tiles_over_each_position(length, overlap):
+    """The per-row (per-column) overlap counts localize divides by, against TileGrid's starts;
+    (129, 40) covers some positions three times."""
+    import tensorflow as tf
+
+    from kerasxai.data.tiling import TileGrid
+    from kerasxai.serving import _coverage, _tile_starts
+
+    grid = TileGrid(TILE, overlap)
+    starts = _tile_starts(tf, tf.constant(length), TILE, TILE - overlap)
+    assert starts.numpy().tolist() == grid.starts(length)
+    want = np.zeros(max(length, TILE), int)
+    for start in grid.starts(length):
+        want[start:start + TILE] += 1
+    assert _coverage(tf, starts, len(want), TILE).numpy().tolist() == want.tolist()
+
+
+def test_mask_cut_is_the_least_map_value_the_mask_keeps():
+    """``map >= cut`` is ``map * 255 >= pixel_threshold`` in float32, for every threshold."""
+    from kerasxai.serving import _mask_cut
+
+    k = np.float32(255)
+    for thr in range(256):
+        cut = np.float32(_mask_cut(thr))
+        assert cut * k >= thr and np.nextafter(cut, np.float32(-np.inf)) * k < thr, thr
+
+
+@pytest.mark.slow
+def test_localize_memory_beyond_the_image_and_outputs_does_not_grow_with_it(standin, tmp_path):
+    """A fresh TF-only process per size (tools/serving_memory.py): what a call adds to the
+    resident image grows by the float32 heatmap and uint8 mask returned (5 bytes a pixel) and
+    little more, not by image-sized working copies."""
+    path = export_model(standin, tmp_path / "standin" / "1", tile_size=TILE, overlap=OVERLAP)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    added = {}
+    for side in (512, 2560):
+        r = subprocess.run([sys.executable, str(REPO / "tools" / "serving_memory.py"), "--measure", str(path),
+                            str(side)], capture_output=True, text=True, timeout=600, env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        added[side] = (row["peak_rss_mib"] - row["rss_with_image_mib"]) * 2**20
+    per_pixel = (added[2560] - added[512]) / (2560**2 - 512**2)
+    assert per_pixel < 8, f"{per_pixel:.1f} bytes per extra pixel"
