@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kerasxai.serving import LOCALIZE_BATCH
+
 # One line for --help here and in the `kerasxai` command list.
 DESCRIPTION = "Export a trained run as a TF SavedModel for TF Serving."
 
@@ -26,6 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="new version folder, e.g. exported/kerasxai/1")
     p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of the run")
     p.add_argument("--no-localize", action="store_true", help="only the tile signature (serving_default)")
+    p.add_argument("--localize-batch", type=int, default=LOCALIZE_BATCH, metavar="N",
+                   help="tiles per forward pass inside the localize signature (default: %(default)s; "
+                        "more for an accelerator, at the cost of the serving process's memory)")
     return p.parse_args(argv)
 
 
@@ -51,7 +56,8 @@ def main(argv=None) -> int:
     from kerasxai.serving import export_run
 
     try:
-        out = export_run(run, args.out, which=args.which, localize=not args.no_localize)
+        out = export_run(run, args.out, which=args.which, localize=not args.no_localize,
+                         localize_batch=args.localize_batch)
     except ValueError as exc:  # ExportError, RunError, ConfigError
         return fail(str(exc))
     print(f"{PROG}: wrote {out} (check: saved_model_cli show --dir {out} --all)", file=sys.stderr)

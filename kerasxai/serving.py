@@ -32,7 +32,11 @@ from pathlib import Path
 SERVE = "serve"
 LOCALIZE = "localize"
 MODEL_FN = "model_tiles"  # the model on a non-empty batch, unchecked: tracked, not a signature
-LOCALIZE_BATCH = 32  # tiles per forward pass inside ``localize``
+# Tiles per forward pass inside ``localize`` (``kerasxai.export --localize-batch``): a serving
+# process's peak memory grows with the tiles of one pass, so a small pass keeps a large image's
+# peak close to a small one's; on CPU the time per tile hardly depends on it (BENCHMARKS.md,
+# "Serving"); an accelerator wants larger passes.
+LOCALIZE_BATCH = 8
 
 
 class ExportError(ValueError):
@@ -215,7 +219,7 @@ def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2
         return {"score": outputs["score"], "heatmap": outputs["heatmap"]}
 
     if int(batch_size) < 1:
-        raise ExportError(f"batch_size must be >= 1, got {batch_size}")
+        raise ExportError(f"the localize batch size (--localize-batch) must be >= 1, got {batch_size}")
     archive = keras.export.ExportArchive()
     archive.track(model)
     model_fn = archive.add_endpoint(
@@ -262,7 +266,7 @@ def export_model(model, out_dir: str | Path, *, tile_size: int, overlap: int = 2
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best", localize: bool = True,
-               verbose: bool = False) -> Path:
+               localize_batch: int = LOCALIZE_BATCH, verbose: bool = False) -> Path:
     """Export a training run's model with its config's tiling and thresholds."""
     check_target(out_dir)  # fail before loading a model
     from kerasxai.runs import load_run
@@ -270,5 +274,5 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, which: str = "best",
     cfg, model = load_run(run_dir, which=which)
     return export_model(model, out_dir, tile_size=cfg.data.tile.size, overlap=cfg.data.tile.overlap,
                         score_threshold=cfg.eval.score_threshold, pixel_threshold=cfg.eval.pixel_threshold,
-                        localize=localize, batch_size=cfg.eval.batch_size, verbose=verbose,
+                        localize=localize, batch_size=localize_batch, verbose=verbose,
                         metadata={"run": str(run_dir), "checkpoint": which, "model_name": cfg.model.name})

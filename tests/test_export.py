@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from kerasxai.localize import Localizer
-from kerasxai.serving import ExportError, export_model
+from kerasxai.serving import LOCALIZE_BATCH, ExportError, export_model
 from test_localize import standin_model, synthetic_board
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,6 +204,12 @@ def test_export_cli(standin, tmp_path):
     assert export.main(["--run", str(run), "--out", str(out)]) == 0
     info = json.loads((out / "assets.extra" / "kerasxai.json").read_text())
     assert info["overlap"] == 4 and info["run"] == str(run) and info["model_name"] == "mobilenetv3_large_d"
+    assert info["localize_batch_size"] == LOCALIZE_BATCH
+    wide = tmp_path / "exported" / "kerasxai" / "4"
+    assert export.main(["--run", str(run), "--out", str(wide), "--localize-batch", "3"]) == 0
+    assert json.loads((wide / "assets.extra" / "kerasxai.json").read_text())["localize_batch_size"] == 3
+    assert export.main(["--run", str(run), "--out", str(tmp_path / "bad"), "--localize-batch", "0"]) == 2
+    assert not (tmp_path / "bad").exists()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     r = subprocess.run([sys.executable, "-m", "kerasxai.export", "--run", str(run), "--out", str(out)],
                        capture_output=True, text=True, timeout=120, env=env, cwd=REPO)

@@ -1,7 +1,7 @@
 """Peak memory of the exported ``localize`` signature: a large image against a small one.
 
     python tools/serving_memory.py                              # mobilenetv3_large_d, 224 px tiles,
-                                                                # 640x640 vs 4000x4000, 32 tiles a pass
+                                                                # 640x640 vs 4000x4000, 8 tiles a pass
     python tools/serving_memory.py --batch-size 100000          # every tile in one pass, for comparison
     python tools/serving_memory.py --model vit_tiny_patch16_224 --sizes 640,2000,4000
     python tools/serving_memory.py --repeats 3                  # median of 3 processes per size
@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import _checkout  # noqa: F401
+from kerasxai.serving import LOCALIZE_BATCH
 
 
 def _status_mib(field: str) -> float:
@@ -71,7 +72,8 @@ def main() -> None:
     p.add_argument("--model", default="mobilenetv3_large_d")
     p.add_argument("--tile", type=int, default=224, help="tile side")
     p.add_argument("--overlap", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=32, help="tiles per forward pass inside localize")
+    p.add_argument("--batch-size", type=int, default=LOCALIZE_BATCH,
+                   help="tiles per forward pass inside localize (default: %(default)s, as exported)")
     p.add_argument("--sizes", default="640,4000", help="image sides, comma-separated")
     p.add_argument("--repeats", type=int, default=1,
                    help="fresh processes per size (interleaved); the ratio is of the median peaks")
@@ -113,4 +115,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # not through kerasxai.cli.run: the measured process stands for a TF Serving process, which
+    # has none of kerasxai's process tuning
     main()
