@@ -15,6 +15,8 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from kerasxai.runtime import MODES
+
 
 MAX_TENSORBOARD_IMAGES = 64  # tiles rendered per epoch stay a small share of an epoch
 
@@ -236,7 +238,7 @@ def validate(cfg: Config) -> None:
     need(abs(s.train + s.val + s.test - 1) < 1e-6, "data.split", "train + val + test must sum to 1")
     need(cfg.model.fusion in ("mean", "max", "min"), "model.fusion", f"must be mean, max or min, got '{cfg.model.fusion}'")
     need(0 <= cfg.model.discard_ratio < 1, "model.discard_ratio", "must be in [0, 1)")
-    need(cfg.model.fast_depthwise in ("auto", "on", "off"), "model.fast_depthwise", "must be auto, on or off")
+    need(cfg.model.fast_depthwise in MODES, "model.fast_depthwise", "must be auto, on or off")
     need(cfg.model.pooling in ("avg", "lse"), "model.pooling", f"must be avg or lse, got '{cfg.model.pooling}'")
     need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
     need(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
