@@ -32,6 +32,7 @@ from kerasxai.config import Config, ConfigError
 from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
 from kerasxai.models.registry import imagenet_problem
 from kerasxai.models.weights import WeightsError, weights_format
+from kerasxai.runtime import MODES
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max"}
 # train.* keys a resume may not change: they change the optimizer's variables, the batches, the
@@ -62,7 +63,7 @@ def check_config(cfg: Config) -> None:
     need(cfg.model.name in MODEL_NAMES, "model.name",
          f"unknown model '{cfg.model.name}'; choose one of {', '.join(MODEL_NAMES)}")
     need(t.monitor in MONITORS, "train.monitor", f"must be val_loss or val_accuracy, got '{t.monitor}'")
-    need(t.data_parallel in ("auto", "on", "off"), "train.data_parallel",
+    need(t.data_parallel in MODES, "train.data_parallel",
          f"must be auto, on or off, got '{t.data_parallel}'")
     need(t.steps_per_epoch is None or t.steps_per_epoch >= 1, "train.steps_per_epoch", "must be >= 1 or null")
     need(t.max_val_tiles is None or t.max_val_tiles >= 1, "train.max_val_tiles", "must be >= 1 or null")
