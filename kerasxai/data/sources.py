@@ -156,17 +156,25 @@ def oversize_message(path, data) -> Optional[str]:
             f"shrink it, or raise the cap with {MAX_PIXELS_ENV}=<pixels>.")
 
 
-def read_image(path: str) -> np.ndarray:
-    """Decode ``path`` to (H, W, 3) uint8 RGB (grayscale replicated, alpha dropped)."""
-    if not os.path.isfile(path):
-        raise DataError(f"image '{path}' not found: fix the path or remove it from the annotations.")
+def _decode(path: str, flags: int, undecodable: str) -> np.ndarray:
+    """The file at ``path`` decoded by OpenCV with ``flags``; DataError when it is over the
+    pixel cap, empty or undecodable (``undecodable`` is that last message)."""
     data = np.fromfile(path, np.uint8)
     too_big = oversize_message(path, data)
     if too_big:
         raise DataError(too_big)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DataError(f"image '{path}' could not be decoded (corrupt or unsupported format): replace or remove it.")
+    decoded = cv2.imdecode(data, flags) if data.size else None
+    if decoded is None:
+        raise DataError(undecodable)
+    return decoded
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode ``path`` to (H, W, 3) uint8 RGB (grayscale replicated, alpha dropped)."""
+    if not os.path.isfile(path):
+        raise DataError(f"image '{path}' not found: fix the path or remove it from the annotations.")
+    image = _decode(path, cv2.IMREAD_COLOR,
+                    f"image '{path}' could not be decoded (corrupt or unsupported format): replace or remove it.")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -562,13 +570,7 @@ def mask_levels(m: np.ndarray) -> np.ndarray:
 
 
 def _mask_file(h, w, path: str, threshold: int, image: str):
-    data = np.fromfile(path, np.uint8)
-    too_big = oversize_message(path, data)
-    if too_big:
-        raise DataError(too_big)
-    m = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if m is None:
-        raise DataError(f"mask '{path}' (for '{image}') could not be decoded: replace it.")
+    m = _decode(path, cv2.IMREAD_UNCHANGED, f"mask '{path}' (for '{image}') could not be decoded: replace it.")
     if m.ndim == 3:
         m = m[..., :3].max(axis=2)
     return (mask_levels(m) > threshold).astype(np.uint8)
