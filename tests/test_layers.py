@@ -6,12 +6,7 @@ import pytest
 import kerasxai  # noqa: F401
 import keras
 from kerasxai.models.layers import (
-    AttentionRollout,
-    CAMHead,
-    PositionEmbedding,
-    PrefixTokens,
-    SelectToken,
-    SelfAttention,
+    AttentionRollout, CAMHead, PositionEmbedding, PrefixTokens, SelectToken, SelfAttention,
 )
 
 
