@@ -227,6 +227,16 @@ def _f(x, nd=1):
     return "—" if x is None else f"{x:.{nd}f}"
 
 
+def _heatmap_cells(cell, cpu):
+    """The end of a score-only vs score+heatmap row: `cell`'s throughput and its overhead over
+    score-only (on the CPU: per CPU-second, then wall-clock)."""
+    cells = (f"{_f(_tps(cell, cpu))} ({_f(cell['tiles_per_s'])}) | "
+             f"{_f((1 / _ratio(cell, 'score_only', cpu) - 1) * 100)} % |")
+    if cpu:
+        cells += f" {_f((1 / cell['ratio_to_score_only'] - 1) * 100)} % |"
+    return cells
+
+
 def markdown(results, cmd):
     jax_ = results.get("jax_models", {})
     tf_ = results.get("tf_models", {})
@@ -276,19 +286,10 @@ def markdown(results, cmd):
             s, h = _cell(jax_, model, b, "score_only"), _cell(jax_, model, b, "score_heatmap")
             if not (s and h):
                 continue
-            over = (1 / _ratio(h, "score_only", cpu) - 1) * 100
-            row = (f"| {model} | {b} | {_f(_tps(s, cpu))} ({_f(s['tiles_per_s'])}) | {_f(_tps(h, cpu))} ({_f(h['tiles_per_s'])}) | "
-                   f"{_f(over)} % |")
-            if cpu:
-                row += f" {_f((1 / h['ratio_to_score_only'] - 1) * 100)} % |"
-            lines.append(row)
+            lines.append(f"| {model} | {b} | {_f(_tps(s, cpu))} ({_f(s['tiles_per_s'])}) | " + _heatmap_cells(h, cpu))
             d0 = _cell(jax_, model, b, "score_heatmap_discard0")
             if d0:
-                row = (f"| {model}, discard_ratio 0 | {b} | | {_f(_tps(d0, cpu))} ({_f(d0['tiles_per_s'])}) | "
-                       f"{_f((1 / _ratio(d0, 'score_only', cpu) - 1) * 100)} % |")
-                if cpu:
-                    row += f" {_f((1 / d0['ratio_to_score_only'] - 1) * 100)} % |"
-                lines.append(row)
+                lines.append(f"| {model}, discard_ratio 0 | {b} | | " + _heatmap_cells(d0, cpu))
             hp = _cell(jax_, model, b, "score_heatmap_host_parallel")
             sp = _cell(jax_, model, b, "score_only_host_parallel")
             if hp:  # what predict / evaluate run (model.host_parallel=auto)
