@@ -162,7 +162,7 @@ def _clean_other_keys(cache: Path, key: str):
             old = now - p.stat().st_mtime > STALE_BUILD_S
         except FileNotFoundError:
             continue
-        if not (not pid_alive(owner[1]) or old):
+        if pid_alive(owner[1]) and not old:
             continue
         lock_path = cache / f".lock-{owner[0]}"
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerasxai.runtime import jax_on_cpu, switch_on  # noqa: F401  (models.layers imports jax_on_cpu from here)
+from kerasxai.runtime import switch_on
 
 
 @keras.saving.register_keras_serializable(package="kerasxai")

@@ -12,8 +12,8 @@ import math
 import keras
 from keras import ops
 
-from kerasxai.models.fast_depthwise import jax_on_cpu
 from kerasxai.models.rollout import FUSIONS, rollout
+from kerasxai.runtime import jax_on_cpu
 
 register = keras.saving.register_keras_serializable(package="kerasxai")
 
@@ -66,32 +66,26 @@ class CAMHead(keras.layers.Layer):
 
     def call(self, features, training=None):
         features = ops.cast(features, self.compute_dtype)
-        if self.pooling == "lse":
-            return self._call_lse(features, training)
-        pooled = ops.mean(features, axis=(1, 2))
-        if self.drop is not None:
-            pooled = self.drop(pooled, training=training)
-        logit = ops.matmul(pooled, self.kernel) + self.bias
+        if self.pooling == "avg":
+            pooled = ops.mean(features, axis=(1, 2))
+            if self.drop is not None:
+                pooled = self.drop(pooled, training=training)
+            logit = ops.matmul(pooled, self.kernel) + self.bias
+            cam = self._map(features) if self.heatmap else None
+        else:  # "lse": log of the mean of exp over the cells of the map
+            cam = self._map(self.drop(features, training=training) if self.drop is not None else features)
+            b, h, w = ops.shape(cam)
+            logit = ops.logsumexp(ops.reshape(cam, (b, h * w)), axis=-1, keepdims=True)
+            logit = logit - ops.log(ops.cast(h * w, cam.dtype)) + self.bias
         out = {"score": ops.sigmoid(logit), "logit": logit}
         if self.heatmap:
-            out["heatmap"] = self._map(features)
+            out["heatmap"] = cam
         return out
 
     def _map(self, features):
         # a weighted channel sum rather than a (B*h*w, C) x (C, 1) dot: XLA fuses it with
         # the producer of the features and the pooling (one pass over them, like score-only)
         return ops.sum(features * ops.reshape(self.kernel, (1, 1, 1, -1)), axis=-1)
-
-    def _call_lse(self, features, training):
-        dropped = self.drop(features, training=training) if self.drop is not None else features
-        cam = self._map(dropped)
-        cells = ops.cast(ops.shape(cam)[1] * ops.shape(cam)[2], cam.dtype)
-        logit = ops.logsumexp(ops.reshape(cam, (ops.shape(cam)[0], -1)), axis=-1, keepdims=True)
-        logit = logit - ops.log(cells) + self.bias
-        out = {"score": ops.sigmoid(logit), "logit": logit}
-        if self.heatmap:
-            out["heatmap"] = cam
-        return out
 
     def compute_output_spec(self, features):
         b, h, w, _ = features.shape
