@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kerasxai.serving import LOCALIZE_BATCH
+from kerasxai.serving import LOCALIZE_BATCH, ExportError, check_target, export_run
 
 # One line for --help here and in the `kerasxai` command list.
 DESCRIPTION = "Export a trained run as a TF SavedModel for TF Serving."
@@ -36,7 +36,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from kerasxai.serving import ExportError, check_target
 
     def fail(msg: str) -> int:
         print(f"{PROG}: error: {msg}", file=sys.stderr)
@@ -52,8 +51,6 @@ def main(argv=None) -> int:
         check_target(args.out)
     except ExportError as exc:
         return fail(str(exc))
-
-    from kerasxai.serving import export_run
 
     try:
         out = export_run(run, args.out, which=args.which, localize=not args.no_localize,
