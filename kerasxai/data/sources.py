@@ -336,11 +336,14 @@ def read_deeppcb(root, list_file: str = "trainval.txt", templates: bool = True) 
     The files of :func:`deeppcb_pairs`; a pair's two images share the group ``NNNNNNNN`` so they
     land in one split.
     """
-    samples = []
-    for pair, test, temp, ann in deeppcb_pairs(root, list_file):
-        samples.append(Sample(f"{pair}_test", pair, test, functools.partial(_deeppcb_mask, ann=ann)))
-        if templates:
-            samples.append(Sample(f"{pair}_temp", pair, _need_file(Path(temp), "DeepPCB template")))
+    return [s for pair in deeppcb_pairs(root, list_file) for s in deeppcb_pair_samples(*pair, templates=templates)]
+
+
+def deeppcb_pair_samples(pair: str, test: str, temp: str, ann: str, templates: bool = True) -> list[Sample]:
+    """The samples of one :func:`deeppcb_pairs` entry: the tested image, then its template."""
+    samples = [Sample(f"{pair}_test", pair, test, functools.partial(_deeppcb_mask, ann=ann))]
+    if templates:
+        samples.append(Sample(f"{pair}_temp", pair, _need_file(Path(temp), "DeepPCB template")))
     return samples
 
 

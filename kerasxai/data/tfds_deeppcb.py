@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from kerasxai.data.sources import DataError, deeppcb_boxes, deeppcb_pairs, read_deeppcb
+from kerasxai.data.sources import DataError, deeppcb_boxes, deeppcb_pair_samples, deeppcb_pairs
 
 SPLIT_LISTS = {"train": "trainval.txt", "test": "test.txt"}  # DeepPCB's published lists
 
@@ -63,15 +63,14 @@ class Deeppcb(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(root, list_file) for split, list_file in found.items()}
 
     def _generate_examples(self, root, list_file: str):
-        annotations = {pair: ann for pair, _, _, ann in deeppcb_pairs(root, list_file)}
-        for sample in read_deeppcb(root, list_file, templates=True):
-            image, mask = sample.load()
-            tested = sample.id.endswith("_test")
-            boxes = deeppcb_boxes(annotations[sample.group]) if tested else []
-            yield sample.id, {
-                "image": image,
-                "mask": mask[:, :, None],
-                "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-                "pair": sample.group,
-                "id": sample.id,
-            }
+        for pair, test, temp, ann in deeppcb_pairs(root, list_file):
+            tested, template = deeppcb_pair_samples(pair, test, temp, ann)
+            for sample, boxes in ((tested, deeppcb_boxes(ann)), (template, [])):
+                image, mask = sample.load()
+                yield sample.id, {
+                    "image": image,
+                    "mask": mask[:, :, None],
+                    "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+                    "pair": pair,
+                    "id": sample.id,
+                }
