@@ -304,6 +304,11 @@ def _deeppcb_mask(h, w, ann: str):
     return boxes_mask(h, w, deeppcb_boxes(ann), f"annotation '{ann}'", "corners")
 
 
+def deeppcb_lists_dir(root: Path) -> Path:
+    """The folder of DeepPCB's list files: ``root/PCBData`` when it exists, else ``root``."""
+    return root / "PCBData" if (root / "PCBData").is_dir() else root
+
+
 def deeppcb_pairs(root, list_file: str = "trainval.txt") -> list[tuple[str, str, str, str]]:
     """``(pair id, tested image, template image, annotation)`` paths of a DeepPCB list file.
 
@@ -311,8 +316,7 @@ def deeppcb_pairs(root, list_file: str = "trainval.txt") -> list[tuple[str, str,
     ``groupG/N/NNNNNNNN.jpg groupG/N_not/NNNNNNNN.txt``; the files are ``NNNNNNNN_test.jpg`` and
     ``NNNNNNNN_temp.jpg`` (only the tested image is checked to exist here).
     """
-    root = _root(root)
-    base = root / "PCBData" if (root / "PCBData").is_dir() else root
+    base = deeppcb_lists_dir(_root(root))
     listing = base / list_file
     if not listing.is_file():
         raise DataError(f"DeepPCB list file '{listing}' not found: set data.root to the folder holding PCBData/.")

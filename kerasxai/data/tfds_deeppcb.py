@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from kerasxai.data.sources import DataError, deeppcb_boxes, deeppcb_pair_samples, deeppcb_pairs
+from kerasxai.data.sources import DataError, deeppcb_boxes, deeppcb_lists_dir, deeppcb_pair_samples, deeppcb_pairs
 
 SPLIT_LISTS = {"train": "trainval.txt", "test": "test.txt"}  # DeepPCB's published lists
 
@@ -55,7 +55,7 @@ class Deeppcb(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         root = Path(dl_manager.manual_dir)
-        base = root / "PCBData" if (root / "PCBData").is_dir() else root
+        base = deeppcb_lists_dir(root)
         found = {s: f for s, f in SPLIT_LISTS.items() if (base / f).is_file()}
         if not found:
             raise DataError(f"manual_dir '{root}' holds neither PCBData/trainval.txt nor PCBData/test.txt: "
