@@ -302,10 +302,14 @@ def test_localize_memory_beyond_the_image_and_outputs_does_not_grow_with_it(stan
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     added = {}
     for side in (512, 2560):
-        r = subprocess.run([sys.executable, str(REPO / "tools" / "serving_memory.py"), "--measure", str(path),
-                            str(side)], capture_output=True, text=True, timeout=600, env=env)
-        assert r.returncode == 0, r.stderr[-3000:]
-        row = json.loads(r.stdout.strip().splitlines()[-1])
-        added[side] = (row["peak_rss_mib"] - row["rss_with_image_mib"]) * 2**20
+        # the median of 3 processes: a process's baseline working set varies by tens of MiB
+        runs = []
+        for _ in range(3):
+            r = subprocess.run([sys.executable, str(REPO / "tools" / "serving_memory.py"), "--measure", str(path),
+                                str(side)], capture_output=True, text=True, timeout=600, env=env)
+            assert r.returncode == 0, r.stderr[-3000:]
+            row = json.loads(r.stdout.strip().splitlines()[-1])
+            runs.append((row["peak_rss_mib"] - row["rss_with_image_mib"]) * 2**20)
+        added[side] = sorted(runs)[1]
     per_pixel = (added[2560] - added[512]) / (2560**2 - 512**2)
     assert per_pixel < 8, f"{per_pixel:.1f} bytes per extra pixel"
