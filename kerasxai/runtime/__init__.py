@@ -1,5 +1,7 @@
 """The ground floor: facts about the process kerasxai runs in and how it writes files.
 
+- :mod:`~kerasxai.runtime.choices`: the str enums of choice keys (:class:`Switch`: auto / on /
+  off) and the one check that parses a value;
 - :mod:`~kerasxai.runtime.backend`: the CPU core count, whether JAX runs on the CPU, and the
   auto / on / off switches that depend on it;
 - :mod:`~kerasxai.runtime.files`: atomic file writes (a temporary file in the same folder,
@@ -11,6 +13,7 @@ Nothing here imports the rest of kerasxai, and importing it imports no framework
 """
 
 from kerasxai.runtime.backend import MODES, cores, jax_on_cpu, switch_on
+from kerasxai.runtime.choices import Choice, Switch
 from kerasxai.runtime.files import (
     atomic_path,
     atomic_write_bytes,
@@ -23,6 +26,6 @@ from kerasxai.runtime.files import (
 from kerasxai.runtime.malloc import keep_large_blocks
 
 __all__ = [
-    "MODES", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "cores",
-    "current_umask", "default_mode", "jax_on_cpu", "keep_large_blocks", "switch_on", "temp_path",
+    "MODES", "Choice", "Switch", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+    "cores", "current_umask", "default_mode", "jax_on_cpu", "keep_large_blocks", "switch_on", "temp_path",
 ]

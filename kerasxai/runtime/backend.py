@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from kerasxai.runtime.choices import Switch
+
 # The values of a switch such as model.fast_depthwise or model.host_parallel.
-MODES = ("auto", "on", "off")
+MODES = tuple(m.value for m in Switch)
 
 
 def cores() -> int:
@@ -31,6 +33,5 @@ def jax_on_cpu() -> bool:
 def switch_on(mode: str, key: str) -> bool:
     """Whether the switch `key` set to `mode` ("auto" | "on" | "off") is on here; "auto" is on
     for JAX on the CPU. Raises ValueError naming `key` for any other value."""
-    if mode not in MODES:
-        raise ValueError(f"{key}={mode!r}: use one of {', '.join(MODES)}.")
-    return mode == "on" or (mode == "auto" and jax_on_cpu())
+    mode = Switch.parse(mode, key)
+    return mode is Switch.on or (mode is Switch.auto and jax_on_cpu())
