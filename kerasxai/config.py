@@ -1,13 +1,16 @@
 """Typed configuration: dataclasses + YAML files + ``key=value`` overrides.
 
 OmegaConf's structured configs do the type checking: an unknown key, a value of the
-wrong type or a missing required value raises :class:`ConfigError` naming the key.
+wrong type or a missing required value raises :class:`ConfigError` naming the key. A choice
+key is a ``str`` field declared with :func:`choice`: :func:`validate` parses it into its enum
+(:mod:`kerasxai.choices`), whose members compare equal to, and are stored as, plain strings.
 One schema serves every CLI (prepare, train, tune, evaluate, predict, export).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -15,17 +18,26 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from kerasxai.runtime import MODES
+from kerasxai.choices import (
+    Choice, Fusion, Metric, Optimizer, Pooling, Precision, Schedule, Split, Switch, check_discard_ratio,
+)
 
 
 MAX_TENSORBOARD_IMAGES = 64  # tiles rendered per epoch stay a small share of an epoch
 
 
-PRECISIONS = ("float32", "mixed_bfloat16")  # train.precision: Keras dtype policies
-
-
 class ConfigError(ValueError):
     """A configuration problem; the message names the key or file and what to do."""
+
+
+def choice(default: Choice):
+    """A field holding one member of ``type(default)`` (parsed from a string by `validate`)."""
+    return field(default=default, metadata={"choice": type(default)})
+
+
+def choices(*defaults: Choice):
+    """A list field whose items are members of the type of `defaults` (parsed by `validate`)."""
+    return field(default_factory=lambda: list(defaults), metadata={"choice": type(defaults[0])})
 
 
 @dataclass
@@ -63,12 +75,15 @@ class DataConfig:
 class ModelConfig:
     name: str = MISSING  # a name of kerasxai.models.MODEL_NAMES
     weights: Optional[str] = None  # null | imagenet | path/to/file.weights.h5
-    fusion: str = "max"  # transformers: head fusion mean | max | min
+    fusion: str = choice(Fusion.max)  # transformers: head fusion mean | max | min
     discard_ratio: float = 0.9  # transformers: share of smallest attention entries dropped
-    fast_depthwise: str = "auto"  # CNNs: auto (on for JAX on CPU) | on | off
-    host_parallel: str = "auto"  # inference batches split over the CPU cores: auto (JAX on CPU) | on | off
+    fast_depthwise: str = choice(Switch.auto)  # CNNs: auto (on for JAX on CPU) | on | off
+    # inference batches split over the CPU cores: auto (JAX on CPU) | on | off; read by
+    # predict / evaluate / localize (kerasxai.models.host_parallel), not part of the model
+    host_parallel: str = choice(Switch.auto)
     dropout: float = 0.0  # dropout before the score head
-    pooling: str = "avg"  # CNNs: how the CAM becomes the score: avg (CAM paper) | lse (log-sum-exp, a smooth max)
+    # CNNs: how the CAM becomes the score: avg (CAM paper) | lse (log-sum-exp, a smooth max)
+    pooling: str = choice(Pooling.avg)
 
 
 @dataclass
@@ -93,19 +108,21 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 32
     learning_rate: float = 1e-3
-    optimizer: str = "auto"  # auto (Adam for CNNs, AdamW for transformers) | adam | adamw | sgd
+    optimizer: str = choice(Optimizer.auto)  # auto (Adam for CNNs, AdamW for transformers) | adam | adamw | sgd
     weight_decay: float = 0.05  # AdamW only
     flips: bool = True  # random horizontal and vertical flips
     augment: Optional[AugmentConfig] = field(default_factory=AugmentConfig)  # null: flips only
-    schedule: str = "cosine"  # cosine (linear warm-up, cosine decay over train.epochs) | plateau (train.reduce_lr)
+    # cosine (linear warm-up, cosine decay over train.epochs) | plateau (train.reduce_lr)
+    schedule: str = choice(Schedule.cosine)
     warmup_epochs: float = 1.0  # cosine: epochs of linear warm-up from 1% of train.learning_rate
     reduce_lr: ReduceLRConfig = field(default_factory=ReduceLRConfig)  # plateau schedule only
     steps_per_epoch: Optional[int] = None  # cap on batches per epoch (short budgets)
     max_val_tiles: Optional[int] = None  # cap on validation tiles (short budgets)
     max_test_tiles: Optional[int] = None  # cap on test tiles in summary.json (0: skip the test split)
-    monitor: str = "val_loss"  # best.keras is the epoch with the best val_loss (min) | val_accuracy (max)
-    data_parallel: str = "auto"  # keras.distribution.DataParallel over local devices: auto (JAX, >1 device) | on | off
-    precision: str = "float32"  # dtype policy of the model: float32 | mixed_bfloat16 (see README)
+    monitor: str = choice(Metric.val_loss)  # best.keras is the epoch with the best val_loss (min) | val_accuracy (max)
+    # keras.distribution.DataParallel over local devices: auto (JAX, >1 device) | on | off
+    data_parallel: str = choice(Switch.auto)
+    precision: str = choice(Precision.float32)  # dtype policy of the model: float32 | mixed_bfloat16 (see README)
     bn_momentum: Optional[float] = 0.9  # BatchNormalization momentum (null: the model's own, 0.999 for MobileNetV3)
     balance: bool = True  # oversample defective tiles to 50% in training batches
     teacher_run: Optional[str] = None  # DeiT-distilled: run folder of the teacher model
@@ -121,18 +138,18 @@ class TuneConfig:
     lr_max: Optional[float] = None  # null: 1e-2 for CNNs, 1e-4 for transformers
     batch_sizes: list[int] = field(default_factory=lambda: [32, 64])
     epochs: Optional[int] = None  # null: train.epochs
-    objective: str = "val_accuracy"
+    objective: str = choice(Metric.val_accuracy)
     dir: str = "tuning"
 
 
 @dataclass
 class EvalConfig:
-    split: str = "test"
+    split: str = choice(Split.test)
     score_threshold: float = 0.5  # a tile's map counts only when its score is above this
     pixel_threshold: int = 127  # on the 0..255 min-max normalized map
     batch_size: int = 32
     max_tiles: Optional[int] = None
-    fusions: list[str] = field(default_factory=lambda: ["mean", "max", "min"])
+    fusions: list[str] = choices(*Fusion)
     discard_ratios: list[float] = field(
         default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     )
@@ -212,8 +229,45 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return cfg
 
 
+@contextmanager
+def _as_config_error():
+    """A shared check's ValueError (kerasxai.choices) as a ConfigError."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _choice_fields(node, prefix: str = ""):
+    """(key, enum, owner, field name) of every :func:`choice` field of the dataclass `node`
+    and of the dataclasses nested in it."""
+    for f in dataclasses.fields(node):
+        key, value = prefix + f.name, getattr(node, f.name)
+        if "choice" in f.metadata:
+            yield key, f.metadata["choice"], node, f.name
+        elif dataclasses.is_dataclass(value):
+            yield from _choice_fields(value, key + ".")
+
+
+def choice_keys(cfg: Config | None = None) -> dict[str, type[Choice]]:
+    """``{"model.fusion": Fusion, ...}``: every choice key of `cfg` (default: a default Config)."""
+    return {key: kind for key, kind, _, _ in _choice_fields(cfg if cfg is not None else Config())}
+
+
+def parse_choices(cfg: Config) -> None:
+    """Parse every choice key of `cfg` into its enum, in place; a value outside the choices
+    raises ConfigError naming the key and the allowed values."""
+    for key, kind, owner, name in _choice_fields(cfg):
+        value = getattr(owner, name)
+        with _as_config_error():
+            value = [kind.parse(v, key) for v in value] if isinstance(value, list) else kind.parse(value, key)
+        setattr(owner, name, value)
+
+
 def validate(cfg: Config) -> None:
-    """Checks OmegaConf's types cannot express (ranges, choices)."""
+    """Choices (:func:`parse_choices`) and the checks OmegaConf's types cannot express (ranges)."""
+    parse_choices(cfg)
+
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
             raise ConfigError(f"key '{key}': {what}")
@@ -236,30 +290,22 @@ def validate(cfg: Config) -> None:
     for k in ("train", "val", "test"):
         need(0 <= getattr(s, k) <= 1, f"data.split.{k}", "must be in [0, 1]")
     need(abs(s.train + s.val + s.test - 1) < 1e-6, "data.split", "train + val + test must sum to 1")
-    need(cfg.model.fusion in ("mean", "max", "min"), "model.fusion", f"must be mean, max or min, got '{cfg.model.fusion}'")
-    need(0 <= cfg.model.discard_ratio < 1, "model.discard_ratio", "must be in [0, 1)")
-    need(cfg.model.fast_depthwise in MODES, "model.fast_depthwise", "must be auto, on or off")
-    need(cfg.model.pooling in ("avg", "lse"), "model.pooling", f"must be avg or lse, got '{cfg.model.pooling}'")
+    with _as_config_error():
+        check_discard_ratio(cfg.model.discard_ratio, "model.discard_ratio")
+        for r in cfg.eval.discard_ratios:
+            check_discard_ratio(r, "eval.discard_ratios")
     need(cfg.train.epochs >= 1, "train.epochs", "must be >= 1")
     need(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
     need(cfg.train.learning_rate > 0, "train.learning_rate", "must be > 0")
-    need(cfg.train.optimizer in ("auto", "adam", "adamw", "sgd"), "train.optimizer", "must be auto, adam, adamw or sgd")
     need(0 <= cfg.train.tensorboard_images <= MAX_TENSORBOARD_IMAGES, "train.tensorboard_images",
          f"must be in [0, {MAX_TENSORBOARD_IMAGES}] (0 switches the images off), got {cfg.train.tensorboard_images}")
-    need(cfg.train.precision in PRECISIONS, "train.precision",
-         f"must be {' or '.join(PRECISIONS)}, got '{cfg.train.precision}'")
     at_least(cfg.tune.trials, 1, "tune.trials")
     e = cfg.eval
-    need(e.split in ("train", "val", "test"), "eval.split", "must be train, val or test")
     need(0 <= e.score_threshold <= 1, "eval.score_threshold", f"must be in [0, 1], got {e.score_threshold}")
     need(0 <= e.pixel_threshold <= 255, "eval.pixel_threshold", f"must be in [0, 255], got {e.pixel_threshold}")
     at_least(e.batch_size, 1, "eval.batch_size")
     at_least(e.max_tiles, 1, "eval.max_tiles", optional=True)
     at_least(e.overlay_tiles, 0, "eval.overlay_tiles")
-    for f in e.fusions:
-        need(f in ("mean", "max", "min"), "eval.fusions", f"unknown fusion '{f}'")
-    for r in e.discard_ratios:
-        need(0 <= r < 1, "eval.discard_ratios", f"each must be in [0, 1), got {r}")
 
 
 def with_data(cfg: Config, data_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -12,14 +12,13 @@ from contextlib import contextmanager
 
 import keras
 
-from kerasxai.config import PRECISIONS
+from kerasxai.choices import Precision
 
 
 @contextmanager
 def policy(name: str):
     """Build models under the dtype policy `name`; the previous global policy is restored after."""
-    if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{name}'")
+    name = Precision.parse(name, "train.precision").value
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:

@@ -1,8 +1,14 @@
 """Config: YAML + key=value overrides, and one clear error naming the key for bad input."""
 
-import pytest
+import functools
+import operator
 
-from kerasxai.config import ConfigError, load_config, to_yaml
+import pytest
+import yaml
+
+from kerasxai.choices import Choice, Pooling, Switch
+from kerasxai.config import Config, ConfigError, ModelConfig, choice_keys, load_config, to_yaml, validate
+from kerasxai.pretrained import pretrained_dir, pretrained_names
 
 YAML = """
 name: t
@@ -116,3 +122,63 @@ def test_top_level_not_a_mapping_names_the_file(tmp_path, text, kind):
     with pytest.raises(ConfigError, match=rf"flat\.yaml': the top level is a {kind}") as info:
         load_config(path)
     assert "\n" not in str(info.value)
+
+
+def _value_at(cfg, key):
+    return operator.attrgetter(key)(cfg)
+
+
+def test_choice_keys_cover_every_choice_of_the_schema():
+    keys = choice_keys()
+    assert {"model.fusion", "model.pooling", "model.fast_depthwise", "model.host_parallel", "train.optimizer",
+            "train.schedule", "train.monitor", "train.data_parallel", "train.precision", "tune.objective",
+            "eval.split", "eval.fusions"} <= set(keys)
+    assert all(issubclass(kind, Choice) for kind in keys.values())
+
+
+@pytest.mark.parametrize("key, kind", sorted(choice_keys().items()))
+def test_a_bad_choice_is_rejected_naming_the_key_and_the_values(cfg_file, key, kind):
+    bad = "[bogus]" if isinstance(_value_at(Config(), key), list) else "bogus"
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg_file, [f"{key}={bad}"])
+    assert str(info.value) == f"key '{key}': must be {kind.spelled()}, got 'bogus'"
+
+
+@pytest.mark.parametrize("key, kind", sorted(choice_keys().items()))
+def test_every_choice_loads_as_its_enum_member_and_is_stored_as_a_plain_string(cfg_file, tmp_path, key, kind):
+    member = list(kind)[-1]
+    listed = isinstance(_value_at(Config(), key), list)
+    cfg = load_config(cfg_file, [f"{key}=[{member.value}]" if listed else f"{key}={member.value}"])
+    value = _value_at(cfg, key)
+    assert (value == [member] and value[0] is member) if listed else value is member
+    assert value == ([member.value] if listed else member.value)  # plain strings compare equal
+    stored = yaml.safe_load(to_yaml(cfg))  # what a run folder's config.yaml holds: plain YAML strings
+    assert functools.reduce(dict.__getitem__, key.split("."), stored) == ([member.value] if listed else member.value)
+    out = tmp_path / "stored.yaml"
+    out.write_text(to_yaml(cfg))
+    assert load_config(out) == cfg
+
+
+def test_switches_read_yaml_on_and_off(tmp_path):
+    path = tmp_path / "switches.yaml"
+    path.write_text(YAML.replace("model: {name: mobilenetv3_large_d}",
+                                 "model: {name: mobilenetv3_large_d, fast_depthwise: off, host_parallel: on}"))
+    cfg = load_config(path, ["train.data_parallel=off"])
+    assert cfg.model.fast_depthwise is Switch.off and cfg.model.host_parallel is Switch.on
+    assert cfg.train.data_parallel is Switch.off
+
+
+def test_validate_parses_the_choices_of_a_config_built_in_code():
+    cfg = Config(model=ModelConfig(name="mobilenetv3_large_d", pooling="lse", fast_depthwise="off"))
+    validate(cfg)
+    assert cfg.model.pooling is Pooling.lse and cfg.model.fast_depthwise is Switch.off
+    cfg.model.fusion = "median"
+    with pytest.raises(ConfigError, match=r"key 'model\.fusion': must be mean, max or min, got 'median'"):
+        validate(cfg)
+
+
+@pytest.mark.parametrize("name", pretrained_names())
+def test_shipped_pretrained_config_loads(name):
+    cfg = load_config(pretrained_dir(name) / "config.yaml")
+    assert name.endswith(cfg.model.name)
+    assert isinstance(cfg.model.pooling, Pooling) and isinstance(cfg.model.host_parallel, Switch)
