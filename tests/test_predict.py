@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from kerasxai import predict
+from kerasxai import predict, prediction
 from test_localize import iou, synthetic_board
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def test_clean_batch_exits_zero_and_thresholds_apply(run_dir, images, tmp_path):
 
 def test_write_atomic_leaves_nothing_partial(tmp_path, monkeypatch):
     with pytest.raises(TypeError):
-        predict.write_atomic({"a.png": b"ok", "a.json": None}, tmp_path)  # second part fails
+        prediction.write_atomic({"a.png": b"ok", "a.json": None}, tmp_path)  # second part fails
     assert list(tmp_path.iterdir()) == []
     real_replace = os.replace
 
@@ -103,19 +103,19 @@ def test_write_atomic_leaves_nothing_partial(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OSError):
-        predict.write_atomic({"a.png": b"1", "a.json": b"2"}, tmp_path)
+        prediction.write_atomic({"a.png": b"1", "a.json": b"2"}, tmp_path)
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    predict.write_atomic({"a.png": b"1", "a.json": b"2"}, tmp_path)
+    prediction.write_atomic({"a.png": b"1", "a.json": b"2"}, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.png"]
 
 
 def test_unique_stems():
     paths = [Path("x/a.png"), Path("y/a.jpg"), Path("b.png"), Path("z/a.png")]
-    assert predict.unique_stems(paths) == ["a", "a-2", "b", "a-3"]
+    assert prediction.unique_stems(paths) == ["a", "a-2", "b", "a-3"]
     # a suffixed stem never takes the name of another image, whatever the case
     paths = [Path("a-2.png"), Path("x/a.png"), Path("y/a.png"), Path("B.png"), Path("z/b.png")]
-    assert predict.unique_stems(paths) == ["a-2", "a", "a-3", "B", "b-2"]
+    assert prediction.unique_stems(paths) == ["a-2", "a", "a-3", "B", "b-2"]
 
 
 def _cli(*args, cwd=REPO):

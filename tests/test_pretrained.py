@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from kerasxai.demo import SHIPPED, sample_board_figures, sample_boards
+from kerasxai.sample import SHIPPED, sample_board_figures, sample_boards
 from kerasxai.metrics.boards import board_figures, boxes_overlap
 from kerasxai.pretrained import PretrainedError, load_pretrained, pretrained_dir, pretrained_names
 from kerasxai.runs import RunError, resolve_run

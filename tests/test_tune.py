@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_tool
 
 from kerasxai import tuning
 from kerasxai.config import ConfigError, load_config
@@ -105,9 +104,35 @@ def test_two_trial_search_writes_table_figure_best_config_and_continues(tmp_path
     assert len(list((folder / "runs").iterdir())) == 3
 
 
+def test_workers_option_starts_the_cluster(monkeypatch, capsys):
+    """``kerasxai tune --workers N`` hands the config and overrides to tuning_cluster.launch."""
+    from kerasxai import cli, tuning_cluster
+
+    calls = []
+    monkeypatch.setattr(tuning_cluster, "launch", lambda *args, **kwargs: calls.append((args, kwargs)) or 5)
+    argv = ["--config", "c.yaml", "a.b=1", "--workers", "3", "--trials", "4", "--timeout", "9"]
+    assert cli.main(["tune", *argv]) == 5
+    assert calls == [(("c.yaml", ["a.b=1", "tune.trials=4"], 3), {"port": None, "timeout": 9.0})]
+    assert tune_main(["--config", "c.yaml", "--workers", "1", "--port", "8000"]) == 5
+    assert calls[-1] == (("c.yaml", [], 1), {"port": 8000, "timeout": None})
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--port", "8000"], "--port and --timeout only apply with --workers N"),
+    (["--timeout", "60"], "--port and --timeout only apply with --workers N"),
+])
+def test_workers_options_bad_input_exit_2(monkeypatch, capsys, argv, message):
+    from kerasxai import tuning_cluster
+
+    monkeypatch.setattr(tuning_cluster, "launch", lambda *args, **kwargs: pytest.fail("launched"))
+    assert tune_main(["--config", "c.yaml", *argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {message}"]
+
+
 @pytest.mark.slow
 def test_chief_and_two_workers_complete_their_trials(tmp_path):
-    launch = load_tool("tune_cluster.py").launch
+    from kerasxai.tuning_cluster import launch
 
     overrides = search_overrides(tmp_path, **{"tune.trials": 2, "name": "cluster"})
     code = launch(str(REPO / "configs" / "demo.yaml"), overrides, workers=2, timeout=1500,

@@ -1,9 +1,14 @@
 """``kerasxai COMMAND [args ...]``: one console script for all commands.
 
-``kerasxai train --config X.yaml`` runs exactly ``python -m kerasxai.train --config X.yaml``:
-the rest of the command line goes to that module's ``main(argv)`` and its exit status comes
-back unchanged. Command modules are imported only when needed, and they import TensorFlow /
-JAX only inside ``main``, so ``kerasxai --help`` imports no framework.
+The command-line layer of kerasxai: one module per command (``kerasxai.cli.train``, ...) holds
+its argument parsing, its printing and ``main(argv) -> int``; the library does the work, and
+:mod:`kerasxai.cli.errors` turns its exceptions into one stderr line and an exit code.
+
+``kerasxai train --config X.yaml`` runs exactly ``python -m kerasxai.train --config X.yaml``
+(``kerasxai/train.py`` only starts :mod:`kerasxai.cli.train`): the rest of the command line
+goes to that module's ``main(argv)`` and its exit status comes back unchanged. Command modules
+are imported only when needed, and they import TensorFlow / JAX only inside ``main``, so
+``kerasxai --help`` imports no framework.
 
 :func:`run` is how a program starts a command (this script, ``python -m kerasxai.<command>``,
 the tools under tools/): it applies the process-wide malloc tuning of
@@ -19,13 +24,13 @@ from collections.abc import Callable
 import kerasxai
 from kerasxai.runtime import keep_large_blocks
 
-# Command name -> module kerasxai.<name>, which has ``main(argv) -> int`` and ``DESCRIPTION``.
+# Command name -> module kerasxai.cli.<name>, which has ``main(argv) -> int`` and ``DESCRIPTION``.
 COMMANDS = ("prepare", "train", "tune", "evaluate", "predict", "export", "demo")
 
 
 def _help() -> str:
     width = max(map(len, COMMANDS))
-    rows = [f"  {name:<{width}}  {importlib.import_module(f'kerasxai.{name}').DESCRIPTION}" for name in COMMANDS]
+    rows = [f"  {name:<{width}}  {importlib.import_module(f'kerasxai.cli.{name}').DESCRIPTION}" for name in COMMANDS]
     return "\n".join([
         "usage: kerasxai [-h] [--version] COMMAND [args ...]",
         "",
@@ -61,5 +66,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kerasxai: error: unknown command {command!r}; choose from {', '.join(COMMANDS)} "
               "(kerasxai --help)", file=sys.stderr)
         return 2
-    return run(importlib.import_module(f"kerasxai.{command}").main, rest)
+    return run(importlib.import_module(f"kerasxai.cli.{command}").main, rest)
 
