@@ -15,7 +15,7 @@ a full training run (:func:`kerasxai.training.train`) with its own run folder un
 A stopped search continues where it stopped (same folder, ``overwrite=False``), with the
 settings it started with (``search.json``; a changed search space is refused). In
 KerasTuner's chief/worker mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
-``KERASTUNER_ORACLE_PORT``; see tools/tune_cluster.py) the chief holds the oracle and writes
+``KERASTUNER_ORACLE_PORT``; see kerasxai.tuning_cluster) the chief holds the oracle and writes
 the reports once the workers are done; workers only run trials.
 """
 
