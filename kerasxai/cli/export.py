@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from kerasxai.cli.errors import guard
+from kerasxai.cli.options import add_run_options
 from kerasxai.serving import LOCALIZE_BATCH, check_target, export_run
 
 # One line for --help here and in the `kerasxai` command list.
@@ -24,10 +25,8 @@ PROG = "kerasxai.export"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=DESCRIPTION)
-    p.add_argument("--run", required=True,
-                   help="training run folder (config.yaml + best.keras) or the name of a shipped model")
+    add_run_options(p)
     p.add_argument("--out", required=True, help="new version folder, e.g. exported/kerasxai/1")
-    p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of the run")
     p.add_argument("--no-localize", action="store_true", help="only the tile signature (serving_default)")
     p.add_argument("--localize-batch", type=int, default=LOCALIZE_BATCH, metavar="N",
                    help="tiles per forward pass inside the localize signature (default: %(default)s; "

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from kerasxai.cli.errors import UsageError, guard
+from kerasxai.cli.options import add_run_options
 
 # One line for --help here and in the `kerasxai` command list.
 DESCRIPTION = "Localize defects on full images with a trained run."
@@ -29,12 +30,10 @@ PROG = "kerasxai.predict"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=f"python -m {PROG}", description=DESCRIPTION)
-    p.add_argument("--run", required=True,
-                   help="training run folder (config.yaml + best.keras) or the name of a shipped model")
+    add_run_options(p)
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images")
     p.add_argument("--out", required=True,
                    help="output folder (created if missing); must not already hold files predict would write")
-    p.add_argument("--which", default="best", choices=["best", "last"], help="checkpoint of the run")
     p.add_argument("--batch-size", type=int, default=None, help="tiles per forward pass (default eval.batch_size)")
     p.add_argument("--threshold", type=float, default=None,
                    help="tile score threshold: tiles at or below it add no defect evidence (default eval.score_threshold)")
