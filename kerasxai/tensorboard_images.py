@@ -33,10 +33,9 @@ def select_tiles(prepared_dir, n: int, split: str = "val") -> dict:
     ``index`` (n,) positions in the split; fewer when the split is smaller."""
     import tensorflow as tf
 
-    from kerasxai.data.pipeline import _decoder, load_split, read_manifest
+    from kerasxai.data.pipeline import open_split, read_manifest
 
-    info = load_split(prepared_dir, split)._kerasxai
-    raw = tf.data.TFRecordDataset(info["files"])
+    tile_split = open_split(prepared_dir, split)
     labels = np.array([t["label"] for t in read_manifest(prepared_dir)["tiles"] if t["split"] == split], np.int64)
     pos, neg = np.flatnonzero(labels > 0), np.flatnonzero(labels == 0)
     n_pos = min(len(pos), max(n // 2, n - len(neg)))
@@ -47,8 +46,9 @@ def select_tiles(prepared_dir, n: int, split: str = "val") -> dict:
 
     chosen = np.sort(np.concatenate([spread(pos, n_pos), spread(neg, n_neg)]))
     keep = tf.constant(chosen, tf.int64)
-    picked = (raw.enumerate().filter(lambda i, r: tf.reduce_any(tf.equal(i, keep)))
-              .map(lambda i, r: _decoder(info["size"])(r)))
+    decode = tile_split.decoder()
+    picked = (tile_split.records().enumerate().filter(lambda i, r: tf.reduce_any(tf.equal(i, keep)))
+              .map(lambda i, r: decode(r)))
     rows = list(picked.as_numpy_iterator())
     return {
         "image": np.stack([r["image"] for r in rows]),

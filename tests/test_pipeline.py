@@ -10,7 +10,8 @@ import tensorflow as tf
 from kerasxai.config import load_config
 from kerasxai.data import pipeline
 from kerasxai.data.pipeline import (
-    count_tiles, eval_batches, load_split, prepare_dataset, random_flip, read_manifest, training_dataset,
+    TileSplit, count_tiles, eval_batches, load_split, open_split, prepare_dataset, random_flip, read_manifest,
+    training_dataset,
 )
 from kerasxai.data.sources import DataError, read_samples
 from kerasxai.data.splits import split_samples
@@ -79,31 +80,48 @@ def test_eval_batches_follow_manifest_order(prepared):
     assert got == rows
 
 
+def test_open_split_facts_and_dataset(prepared):
+    _, out = prepared
+    m = read_manifest(out)
+    split = open_split(out, "val")
+    assert split.files == tuple(str(out / f) for f in m["shards"]["val"])
+    assert split.tile_size == 32 and split.counts == m["counts"]["val"]
+    got = [(e["source"], int(e["y"]), int(e["x"])) for e in split.dataset().as_numpy_iterator()]
+    want = [(e["source"], int(e["y"]), int(e["x"])) for e in load_split(out, "val").as_numpy_iterator()]
+    assert got == want and len(got) == count_tiles(out, "val")
+    with pytest.raises(DataError, match="split 'dev' unknown"):
+        open_split(out, "dev")
+
+
 def test_training_dataset_epoch_and_types(prepared):
     _, out = prepared
-    ds = load_split(out, "train")
+    split = open_split(out, "train")
+    ds = split.dataset()
     n = count_tiles(out, "train")
     seen = 0
-    for x, y in training_dataset(ds, 8, seed=1):
+    for x, y in training_dataset(split, 8, seed=1):
         assert x.dtype == tf.float32 and x.shape[1:] == (32, 32, 3) and y.shape[1:] == (1,)
         assert float(tf.reduce_max(x)) <= 255 and float(tf.reduce_min(x)) >= 0
         seen += x.shape[0]
     assert seen == n  # one pass, not repeated
     # without flips and shuffle: exactly the tiles in order
-    xs = np.concatenate([x.numpy() for x, _ in training_dataset(ds, 7, flips=False, shuffle=False)])
+    xs = np.concatenate([x.numpy() for x, _ in training_dataset(split, 7, flips=False, shuffle=False)])
     ref = np.stack([e["image"] for e in ds.as_numpy_iterator()]).astype(np.float32)
     np.testing.assert_array_equal(xs, ref)
+    # a dataset of decoded tiles (e.g. with teacher labels) goes through the same batching
+    ys = np.concatenate([y.numpy() for _, y in training_dataset(ds, 7, flips=False, shuffle=False)])
+    np.testing.assert_array_equal(ys[:, 0], [e["label"] for e in ds.as_numpy_iterator()])
 
 
 def test_training_images_are_flips_of_tiles(prepared):
     _, out = prepared
-    ds = load_split(out, "train")
+    split = open_split(out, "train")
     ref = {}
-    for e in ds.as_numpy_iterator():
+    for e in split.dataset().as_numpy_iterator():
         for k, v in enumerate((e["image"], e["image"][:, ::-1], e["image"][::-1], e["image"][::-1, ::-1])):
             ref.setdefault(v.tobytes(), set()).add(k)
     kinds = set()
-    for x, _ in training_dataset(ds, 16, seed=3):
+    for x, _ in training_dataset(split, 16, seed=3):
         for t in x.numpy().astype(np.uint8):
             assert t.tobytes() in ref  # every training image is a tile, flipped or not
             kinds |= ref[t.tobytes()]
@@ -131,11 +149,19 @@ def test_flips_keep_image_and_mask_aligned():
 
 def test_balance_oversamples_defects(prepared):
     _, out = prepared
-    ds = load_split(out, "train")
-    labels = np.concatenate([y.numpy()[:, 0] for _, y in training_dataset(ds, 8, balance=True, seed=2)])
+    split = open_split(out, "train")
+    labels = np.concatenate([y.numpy()[:, 0] for _, y in training_dataset(split, 8, balance=True, seed=2)])
     good = read_manifest(out)["counts"]["train"]["good"]
     assert abs(labels.mean() - 0.5) < 0.2
     assert (labels == 0).sum() <= good  # each good tile at most once per epoch
+
+
+def test_balance_needs_both_labels(prepared):
+    _, out = prepared
+    split = open_split(out, "train")
+    no_defects = TileSplit(split.files, split.tile_size, {"defect": 0, "good": split.counts["good"]})
+    with pytest.raises(DataError, match="train.balance needs good and defective tiles"):
+        training_dataset(no_defects, 8, balance=True)
 
 
 def test_reused_and_keyed(tmp_path):

@@ -33,7 +33,7 @@ def _time_pass(ds) -> tuple[int, float, float]:
 def main(argv=None) -> int:
     from kerasxai import runtime
     from kerasxai.config import add_config_args, load_config
-    from kerasxai.data.pipeline import eval_batches, load_split, prepare_dataset, training_dataset
+    from kerasxai.data.pipeline import eval_batches, load_split, open_split, prepare_dataset, training_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(p)
@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     out = prepare_dataset(cfg, progress=True)
     cores = runtime.cores()
     runs = {
-        "training_dataset(flips, shuffle)": lambda: training_dataset(load_split(out, "train"), args.batch, seed=0),
-        "training_dataset(flips, shuffle, balance)": lambda: training_dataset(load_split(out, "train"), args.batch, balance=True),
+        "training_dataset(flips, shuffle)": lambda: training_dataset(open_split(out, "train"), args.batch, seed=0),
+        "training_dataset(flips, shuffle, balance)": lambda: training_dataset(open_split(out, "train"), args.batch, balance=True),
         "eval_batches(test)": lambda: eval_batches(load_split(out, "test"), args.batch),
     }
     for name, make in runs.items():

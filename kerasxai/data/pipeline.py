@@ -26,6 +26,7 @@ import tempfile
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -384,11 +385,32 @@ def _label_only(record):
     return f["label"]
 
 
-def load_split(prepared_dir, split: str) -> tf.data.Dataset:
-    """Unbatched dicts: image uint8 (S,S,3), mask/valid uint8 (S,S), label float32, source, y, x.
+@dataclass(frozen=True)
+class TileSplit:
+    """One split of a prepared folder: its shard files (manifest order), tile size and tile
+    counts by label (``{"defect": n, "good": n}``). Nothing is read until :meth:`dataset` or
+    :meth:`records` is iterated, so a pipeline can also work on the encoded records
+    (:func:`training_dataset` shuffles them before decoding)."""
 
-    Tiles come in manifest order (deterministic). An empty split is a ``DataError``.
-    """
+    files: tuple[str, ...]
+    tile_size: int
+    counts: dict = field(hash=False)
+
+    def records(self) -> tf.data.Dataset:
+        """The encoded ``tf.train.Example`` records, in manifest order."""
+        return tf.data.TFRecordDataset(list(self.files))
+
+    def decoder(self, with_mask: bool = True):
+        """The function that decodes one record into the dict :meth:`dataset` yields."""
+        return _decoder(self.tile_size, with_mask)
+
+    def dataset(self) -> tf.data.Dataset:
+        """Unbatched dicts: image uint8 (S,S,3), mask/valid uint8 (S,S), label float32, source, y, x."""
+        return self.records().map(self.decoder(), num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def open_split(prepared_dir, split: str) -> TileSplit:
+    """The :class:`TileSplit` of `split` from the manifest. An empty split is a ``DataError``."""
     m = read_manifest(prepared_dir)
     if split not in SPLITS:
         raise DataError(f"split '{split}' unknown: use one of {', '.join(SPLITS)}.")
@@ -398,12 +420,16 @@ def load_split(prepared_dir, split: str) -> tf.data.Dataset:
             f"split '{split}' of '{prepared_dir}' is empty ({m['images'][split]} of {sum(m['images'].values())} images; "
             f"fractions {m['config']['split']}): add images or change data.split."
         )
-    files = [str(Path(prepared_dir) / f) for f in m["shards"][split]]
-    size = int(m["tile_size"])
-    ds = tf.data.TFRecordDataset(files).map(_decoder(size), num_parallel_calls=AUTOTUNE, deterministic=True)
-    # what training_dataset needs to rebuild a faster pipeline (shuffle records before decoding)
-    ds._kerasxai = {"files": files, "size": size, "counts": dict(m["counts"][split])}
-    return ds
+    files = tuple(str(Path(prepared_dir) / f) for f in m["shards"][split])
+    return TileSplit(files, int(m["tile_size"]), dict(m["counts"][split]))
+
+
+def load_split(prepared_dir, split: str) -> tf.data.Dataset:
+    """Unbatched dicts: image uint8 (S,S,3), mask/valid uint8 (S,S), label float32, source, y, x.
+
+    Tiles come in manifest order (deterministic). An empty split is a ``DataError``.
+    """
+    return open_split(prepared_dir, split).dataset()
 
 
 # ------------------------------------------------------------------------ training / eval
@@ -474,7 +500,7 @@ def augment_image(image, seed, aug) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def training_dataset(ds, batch_size: int, *, flips: bool = True, shuffle: bool = True, seed: int = 0,
+def training_dataset(source, batch_size: int, *, flips: bool = True, shuffle: bool = True, seed: int = 0,
                      balance: bool = False, augment=None):
     """Batches ``(image float32 (B,S,S,3) in 0..255, label float32 (B,1))`` for ``model.fit``.
 
@@ -482,21 +508,21 @@ def training_dataset(ds, batch_size: int, *, flips: bool = True, shuffle: bool =
     :func:`augment_image` (a ``kerasxai.config.AugmentConfig``; None: flips only), shuffling
     reshuffled every epoch, optional ``balance`` (defective tiles oversampled to half of the
     tiles; the epoch ends when the good tiles are used up). Not repeated: Keras counts epochs.
-    For a ``load_split`` dataset the encoded records are shuffled before decoding (cheap) and
-    masks are not decoded.
+    `source` is a :class:`TileSplit` (its encoded records are shuffled before decoding, which
+    is cheap, and masks are not decoded) or a dataset of decoded tiles such as ``load_split``'s.
     """
-    meta = getattr(ds, "_kerasxai", None)
-    if balance and meta is not None and (meta["counts"]["defect"] == 0 or meta["counts"]["good"] == 0):
-        raise DataError(f"train.balance needs good and defective tiles, the split has {meta['counts']}: set train.balance=false.")
-    if meta is not None:
-        files = meta["files"]
+    if isinstance(source, TileSplit):
+        counts = source.counts
+        if balance and (counts["defect"] == 0 or counts["good"] == 0):
+            raise DataError(f"train.balance needs good and defective tiles, the split has {counts}: set train.balance=false.")
+        files = list(source.files)
         if balance:
             ds = _balanced(_records(files, shuffle, seed, 1), _records(files, shuffle, seed + 1, 0), seed)
         else:
             ds = _records(files, shuffle, seed)
-        decode = _decoder(meta["size"], with_mask=False)
+        decode = source.decoder(with_mask=False)
     else:
-        decode = None
+        ds, decode = source, None
         if shuffle:
             ds = ds.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
         if balance:

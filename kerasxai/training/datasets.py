@@ -73,7 +73,7 @@ def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[
     """Train / val / test ``tf.data`` pipelines with Keras targets for `output_names`."""
     import tensorflow as tf
 
-    from kerasxai.data.pipeline import load_split, training_dataset
+    from kerasxai.data.pipeline import load_split, open_split, training_dataset
 
     bs = int(batch_size or cfg.train.batch_size)
     t = cfg.train
@@ -81,9 +81,9 @@ def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[
     with_targets = lambda ds: ds.map(  # noqa: E731
         lambda x, y: (x, targets(y, output_names)), num_parallel_calls=tf.data.AUTOTUNE)
 
-    train_src = load_split(prepared_dir, "train")
+    train_src = open_split(prepared_dir, "train")
     if teacher_model is not None:
-        train_src = _with_teacher_labels(train_src, teacher_model, bs)
+        train_src = _with_teacher_labels(train_src.dataset(), teacher_model, bs)
         train = training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed, balance=t.balance,
                                  augment=t.augment)
         # labels were packed as label + 2 * teacher_label (see _with_teacher_labels)
