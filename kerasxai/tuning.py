@@ -34,12 +34,12 @@ from pathlib import Path
 import keras_tuner
 
 from kerasxai import runs, training
+from kerasxai.choices import Metric
 from kerasxai.config import Config, ConfigError, to_yaml
 from kerasxai.runtime import atomic_path, atomic_write_json, atomic_write_text
 
 CNN_LR = (1e-4, 1e-2)
 TRANSFORMER_LR = (1e-5, 1e-4)
-OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}
 
 
 def lr_range(cfg: Config) -> tuple[float, float]:
@@ -57,10 +57,6 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"keys 'tune.lr_min'/'tune.lr_max': need 0 < lr_min < lr_max, got {lo} and {hi}")
     if not t.batch_sizes or any(b < 1 for b in t.batch_sizes):
         raise ConfigError(f"key 'tune.batch_sizes': need a non-empty list of positive sizes, got {list(t.batch_sizes)}")
-    if t.objective not in OBJECTIVES:
-        raise ConfigError(f"key 'tune.objective': must be val_accuracy or val_loss, got '{t.objective}'")
-    if t.trials < 1:
-        raise ConfigError(f"key 'tune.trials': must be >= 1, got {t.trials}")
     if t.epochs is not None and t.epochs < 1:
         raise ConfigError(f"key 'tune.epochs': must be >= 1 or null, got {t.epochs}")
 
@@ -180,7 +176,8 @@ class SearchTuner(keras_tuner.BayesianOptimization):
 
 
 def make_tuner(cfg: Config, verbose=1) -> SearchTuner:
-    objective = keras_tuner.Objective(cfg.tune.objective, OBJECTIVES[cfg.tune.objective])
+    metric = Metric(cfg.tune.objective)
+    objective = keras_tuner.Objective(metric.value, metric.direction)
     return SearchTuner(
         hypermodel=TrainingHyperModel(cfg, verbose=verbose),
         objective=objective,

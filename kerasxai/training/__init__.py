@@ -26,6 +26,7 @@ from typing import Optional
 import keras
 
 from kerasxai import runs
+from kerasxai.choices import Metric
 from kerasxai.config import Config, ConfigError
 from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
 from kerasxai.models.contract import (  # noqa: F401  (re-exported: the output contract training uses)
@@ -49,7 +50,7 @@ from .callbacks import (  # noqa: F401  (re-exported)
     TrainingInterrupted,
     trim_history,
 )
-from .checks import MONITORS, RESUME_FIXED, check_config, check_resume_overrides  # noqa: F401
+from .checks import RESUME_FIXED, check_config, check_resume_overrides  # noqa: F401
 from .datasets import (  # noqa: F401  (re-exported)
     Data,
     _with_teacher_labels,
@@ -61,7 +62,6 @@ from .datasets import (  # noqa: F401  (re-exported)
 from .model import build_model, set_bn_momentum  # noqa: F401
 from .optim import (  # noqa: F401  (re-exported)
     COSINE_FLOOR,
-    SCHEDULES,
     WARMUP_START,
     build_optimizer,
     compile_model,
@@ -142,7 +142,7 @@ def fit(cfg: Config, run_dir, *, model=None, resume: bool = False, batch_size: O
 
     data = make_datasets(cfg, prepared, output_keys(model), bs, teacher_model=teacher)
     monitor = metric_key(t.monitor, model)
-    mode = MONITORS[t.monitor]
+    mode = Metric(t.monitor).direction
     reduce_lr = None
     if t.schedule == "plateau":
         reduce_lr = ResumableReduceLROnPlateau(

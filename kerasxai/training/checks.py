@@ -10,11 +10,6 @@ from kerasxai.config import Config, ConfigError
 from kerasxai.models import MODEL_NAMES, is_transformer
 from kerasxai.models.registry import imagenet_problem
 from kerasxai.models.weights import WeightsError, weights_format
-from kerasxai.runtime import MODES
-
-from .optim import SCHEDULES
-
-MONITORS = {"val_loss": "min", "val_accuracy": "max"}
 # train.* keys a resume may not change: they change the optimizer's variables, the batches, the
 # model's dtype policy or the folder
 RESUME_FIXED = ("train.batch_size", "train.optimizer", "train.schedule", "train.precision", "train.runs_dir")
@@ -29,9 +24,6 @@ def check_config(cfg: Config) -> None:
     t = cfg.train
     need(cfg.model.name in MODEL_NAMES, "model.name",
          f"unknown model '{cfg.model.name}'; choose one of {', '.join(MODEL_NAMES)}")
-    need(t.monitor in MONITORS, "train.monitor", f"must be val_loss or val_accuracy, got '{t.monitor}'")
-    need(t.data_parallel in MODES, "train.data_parallel",
-         f"must be auto, on or off, got '{t.data_parallel}'")
     need(t.steps_per_epoch is None or t.steps_per_epoch >= 1, "train.steps_per_epoch", "must be >= 1 or null")
     need(t.max_val_tiles is None or t.max_val_tiles >= 1, "train.max_val_tiles", "must be >= 1 or null")
     need(t.max_test_tiles is None or t.max_test_tiles >= 0, "train.max_test_tiles", "must be >= 0 or null")
@@ -40,7 +32,6 @@ def check_config(cfg: Config) -> None:
     need(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     need(0 <= cfg.model.dropout < 1, "model.dropout", "must be in [0, 1)")
     need(t.bn_momentum is None or 0 < t.bn_momentum < 1, "train.bn_momentum", "must be in (0, 1) or null")
-    need(t.schedule in SCHEDULES, "train.schedule", f"must be {' or '.join(SCHEDULES)}, got '{t.schedule}'")
     need(t.warmup_epochs >= 0, "train.warmup_epochs", f"must be >= 0, got {t.warmup_epochs}")
     a = t.augment
     if a is not None:

@@ -10,7 +10,6 @@ from kerasxai.config import Config
 from kerasxai.models import is_transformer
 from kerasxai.models.contract import CLS_OUTPUT, DIST_OUTPUT
 
-SCHEDULES = ("cosine", "plateau")
 WARMUP_START = 0.01  # the cosine schedule warms up from this share of the peak learning rate
 COSINE_FLOOR = 0.01  # ... and decays to this share of it at the last step
 
