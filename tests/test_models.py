@@ -240,8 +240,22 @@ def test_bad_names_and_inputs_are_explained():
         build_model("resnet50")
     with pytest.raises(ValueError, match="multiples of 16"):
         build_model("vit_tiny_patch16_224", input_shape=(100, 100, 3))
-    with pytest.raises(TypeError, match="unknown argument"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'fusoin'"):
         build_model("vit_tiny_patch16_224", input_shape=(32, 32, 3), fusoin="max")
+
+
+def test_build_model_defaults_are_the_model_config_defaults(tmp_path):
+    from kerasxai.config import ModelConfig
+
+    default = ModelConfig()
+    model = build_model("deit_tiny_patch16_224", input_shape=(32, 32, 3))
+    layer = model.get_layer("rollout")
+    assert (layer.fusion, layer.discard_ratio) == (default.fusion, default.discard_ratio)
+    model.save(tmp_path / "default.keras")  # the enum defaults are stored as plain strings
+    loaded = keras.saving.load_model(tmp_path / "default.keras").get_layer("rollout")
+    assert type(loaded.fusion) is str and loaded.fusion == default.fusion
+    cam = build_model("mobilenetv3_large_d", input_shape=(32, 32, 3)).get_layer("cam_head")
+    assert cam.pooling == default.pooling
 
 
 def test_build_from_config_uses_the_model_keys():

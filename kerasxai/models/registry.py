@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keras
 
+from kerasxai.config import ModelConfig
 from kerasxai.models.cnn import CNN_SPECS, build_cnn
 from kerasxai.models.layers import AttentionRollout, CAMHead
 from kerasxai.models.vit import VIT_SPECS, build_vit
@@ -17,7 +18,7 @@ from kerasxai.models.timm_weights import load_timm_weights
 from kerasxai.models.weights import WeightsError, load_weights_file, weights_format
 
 MODEL_NAMES = tuple(CNN_SPECS) + tuple(VIT_SPECS)
-HEAD_KEYS = ("fusion", "discard_ratio", "dropout", "fast_depthwise", "pooling")
+_DEFAULTS = ModelConfig()  # the head options' defaults are the config's (model.*)
 
 
 def is_transformer(name: str) -> bool:
@@ -38,7 +39,11 @@ def build_model(
     weights=None,
     heatmap=True,
     training_outputs=False,
-    **head,
+    fusion=_DEFAULTS.fusion,
+    discard_ratio=_DEFAULTS.discard_ratio,
+    dropout=_DEFAULTS.dropout,
+    fast_depthwise=_DEFAULTS.fast_depthwise,
+    pooling=_DEFAULTS.pooling,
 ) -> keras.Model:
     """Build model `name`: raw 0..255 RGB in, {"score" (B,1), "heatmap" (B,h,w)} out.
 
@@ -54,19 +59,18 @@ def build_model(
             the attention probabilities' outputs, see `layers.SelfAttention`).
         training_outputs: also output "logit" (B,1), and for the distilled DeiT "cls_logit"
             and "distill_logit" (B,1) (train on labels / teacher hard labels).
-        **head: fusion ("mean"|"max"|"min", default "max") and discard_ratio (default 0.9) for
-            transformers; fast_depthwise ("auto"|"on"|"off") and pooling ("avg"|"lse", see
-            CAMHead) for CNNs; dropout for both.
-            Keys that do not apply to the model are ignored (one config serves all).
+        fusion, discard_ratio: transformers' rollout ("mean"|"max"|"min"; [0, 1)).
+        fast_depthwise, pooling: CNNs' depthwise layers ("auto"|"on"|"off") and CAM pooling
+            ("avg"|"lse", see CAMHead).
+        dropout: before the score head, both kinds.
+            The defaults are those of the ``model.*`` config keys (`kerasxai.config.ModelConfig`);
+            options that do not apply to the model are ignored (one config serves all).
 
     Example:
         model = build_model("efficientnetv2_s_d", input_shape=(224, 224, 3))
         out = model.predict(tiles)  # out["score"] (B,1), out["heatmap"] (B,14,14)
     """
     _check_name(name)
-    unknown = sorted(set(head) - set(HEAD_KEYS))
-    if unknown:
-        raise TypeError(f"build_model('{name}'): unknown argument(s) {unknown}; head options are {HEAD_KEYS}.")
     if weights is not None and not isinstance(weights, str) and not hasattr(weights, "__fspath__"):
         raise WeightsError(f"weights for '{name}' must be None, 'imagenet' or a .weights.h5 path, got {weights!r}")
     fmt = weights_format(weights, name, is_transformer(name)) if weights not in (None, "imagenet") else None
@@ -77,9 +81,9 @@ def build_model(
             name,
             input_shape=input_shape,
             heatmap=heatmap,
-            fusion=head.get("fusion", "max"),
-            discard_ratio=head.get("discard_ratio", 0.9),
-            dropout=head.get("dropout", 0.0),
+            fusion=fusion,
+            discard_ratio=discard_ratio,
+            dropout=dropout,
             training_outputs=training_outputs,
         )
     else:
@@ -88,9 +92,9 @@ def build_model(
             input_shape=input_shape,
             weights=weights if weights == "imagenet" or fmt == "applications" else None,
             heatmap=heatmap,
-            dropout=head.get("dropout", 0.0),
-            pooling=head.get("pooling", "avg"),
-            fast_depthwise_mode=head.get("fast_depthwise", "auto"),
+            dropout=dropout,
+            pooling=pooling,
+            fast_depthwise_mode=fast_depthwise,
             training_outputs=training_outputs,
         )
     if fmt == "keras":
