@@ -29,6 +29,7 @@ from pathlib import Path
 from _checkout import REPO
 
 from kerasxai.runtime import atomic_write_text, cores as cpu_cores
+from kerasxai.tables import markdown_table
 WORKER = REPO / "tools" / "bench_worker.py"
 PIPELINE = REPO / "tools" / "bench_pipeline.py"
 
@@ -230,10 +231,9 @@ def _f(x, nd=1):
 def _heatmap_cells(cell, cpu):
     """The end of a score-only vs score+heatmap row: `cell`'s throughput and its overhead over
     score-only (on the CPU: per CPU-second, then wall-clock)."""
-    cells = (f"{_f(_tps(cell, cpu))} ({_f(cell['tiles_per_s'])}) | "
-             f"{_f((1 / _ratio(cell, 'score_only', cpu) - 1) * 100)} % |")
+    cells = [f"{_f(_tps(cell, cpu))} ({_f(cell['tiles_per_s'])})", f"{_f((1 / _ratio(cell, 'score_only', cpu) - 1) * 100)} %"]
     if cpu:
-        cells += f" {_f((1 / cell['ratio_to_score_only'] - 1) * 100)} % |"
+        cells.append(f"{_f((1 / cell['ratio_to_score_only'] - 1) * 100)} %")
     return cells
 
 
@@ -264,9 +264,8 @@ def markdown(results, cmd):
         + (f" / {_f(tf_.get('matmul_peak_gflops_per_cpu_s'))} per CPU-s" if tf_.get("matmul_peak_gflops_per_cpu_s") else "")
         + ".",
         "",
-        f"| model | params (M) | GFLOPs (score-only) | heatmap | map: extra XLA FLOPs | peak RSS b{b_big} score+map (MiB) | achieved GFLOPS b{b_big} score-only (share of matmul peak) |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     peak = jax_.get("matmul_peak_gflops_per_cpu_s") if cpu else jax_.get("matmul_peak_gflops")
     for model, rec in jax_.get("models", {}).items():
         h = _cell(jax_, model, b_big, "score_heatmap")
@@ -274,57 +273,61 @@ def markdown(results, cmd):
         fl = rec.get("gflops_score_only")
         extra = fl and rec.get("gflops") and 100 * (rec["gflops"] / fl - 1)
         achieved = sc and fl and fl * _tps(sc, cpu)
-        lines.append(f"| {model} | {_f(rec['params'] / 1e6, 2)} | {_f(fl, 2)} | {'x'.join(map(str, rec['heatmap_shape']))} | "
-                     f"{_f(extra, 2)} % | {_f(h and h['peak_rss_mib'], 0)} | "
-                     f"{_f(achieved)}{' per CPU-s' if cpu else ''} ({_f(achieved and peak and 100 * achieved / peak)} %) |")
+        rows.append([model, _f(rec["params"] / 1e6, 2), _f(fl, 2), "x".join(map(str, rec["heatmap_shape"])),
+                     f"{_f(extra, 2)} %", _f(h and h["peak_rss_mib"], 0),
+                     f"{_f(achieved)}{' per CPU-s' if cpu else ''} ({_f(achieved and peak and 100 * achieved / peak)} %)"])
+    lines.append(markdown_table(["model", "params (M)", "GFLOPs (score-only)", "heatmap", "map: extra XLA FLOPs",
+                                 f"peak RSS b{b_big} score+map (MiB)",
+                                 f"achieved GFLOPS b{b_big} score-only (share of matmul peak)"], rows))
     unit = "tiles per CPU-s" if cpu else "tiles/s"
-    lines += ["", f"Score-only vs score+heatmap, JAX ({unit}; wall-clock tiles/s in brackets):", "",
-              "| model | batch | score-only | score+heatmap | overhead" + (" CPU | overhead wall |" if cpu else " |"),
-              "|---|---|---|---|---|" + ("---|" if cpu else "")]
+    rows = []
     for model in jax_.get("models", {}):
         for b in sorted({b_small, b_big}):
             s, h = _cell(jax_, model, b, "score_only"), _cell(jax_, model, b, "score_heatmap")
             if not (s and h):
                 continue
-            lines.append(f"| {model} | {b} | {_f(_tps(s, cpu))} ({_f(s['tiles_per_s'])}) | " + _heatmap_cells(h, cpu))
+            rows.append([model, b, f"{_f(_tps(s, cpu))} ({_f(s['tiles_per_s'])})", *_heatmap_cells(h, cpu)])
             d0 = _cell(jax_, model, b, "score_heatmap_discard0")
             if d0:
-                lines.append(f"| {model}, discard_ratio 0 | {b} | | " + _heatmap_cells(d0, cpu))
+                rows.append([f"{model}, discard_ratio 0", b, "", *_heatmap_cells(d0, cpu)])
             hp = _cell(jax_, model, b, "score_heatmap_host_parallel")
             sp = _cell(jax_, model, b, "score_only_host_parallel")
             if hp:  # what predict / evaluate run (model.host_parallel=auto)
                 overs = [_split_ratio(jax_, model, b, c) for c in ((True, False) if cpu else (False,))]
-                lines.append(f"| {model}, both split over the cores | {b} | {_f(_tps(sp, cpu))} ({_f(sp and sp['tiles_per_s'])}) | "
-                             f"{_f(_tps(hp, cpu))} ({_f(hp['tiles_per_s'])}) | "
-                             + " | ".join(f"{_f(o and (1 / o - 1) * 100)} %" for o in overs) + " |")
-    lines += ["", f"JAX vs TensorFlow backend, score+heatmap ({unit}; wall-clock in brackets; separate processes, "
-              "one after the other):", "",
-              "| model | batch | JAX, one execution | JAX, batch split over the cores | TF | JAX / TF (wall, split) "
-              "| JAX fast depthwise layers |", "|---|---|---|---|---|---|---|"]
+                rows.append([f"{model}, both split over the cores", b, f"{_f(_tps(sp, cpu))} ({_f(sp and sp['tiles_per_s'])})",
+                             f"{_f(_tps(hp, cpu))} ({_f(hp['tiles_per_s'])})",
+                             *(f"{_f(o and (1 / o - 1) * 100)} %" for o in overs)])
+    lines += ["", f"Score-only vs score+heatmap, JAX ({unit}; wall-clock tiles/s in brackets):", "",
+              markdown_table(["model", "batch", "score-only", "score+heatmap",
+                              *(("overhead CPU", "overhead wall") if cpu else ("overhead",))], rows)]
+    rows = []
     for model, rec in tf_.get("models", {}).items():
         for b in results["batches"]:
             a, t = _cell(jax_, model, b, "score_heatmap"), _cell(tf_, model, b, "score_heatmap")
             p = _jax_served(jax_, model, b)
             n = jax_.get("models", {}).get(model, {}).get("fast_depthwise_layers")
             split = _cell(jax_, model, b, "score_heatmap_host_parallel")
-            lines.append(f"| {model} | {b} | {_f(_tps(a, cpu))} ({_f(a and a['tiles_per_s'])}) | "
-                         f"{_f(_tps(split, cpu))} ({_f(split and split['tiles_per_s'])}) | "
-                         f"{_f(_tps(t, cpu))} ({_f(t and t['tiles_per_s'])}) | "
-                         f"{_f(p and t and p['tiles_per_s'] / t['tiles_per_s'], 2)} | {n} |")
+            rows.append([model, b, f"{_f(_tps(a, cpu))} ({_f(a and a['tiles_per_s'])})",
+                         f"{_f(_tps(split, cpu))} ({_f(split and split['tiles_per_s'])})",
+                         f"{_f(_tps(t, cpu))} ({_f(t and t['tiles_per_s'])})",
+                         _f(p and t and p["tiles_per_s"] / t["tiles_per_s"], 2), n])
+    lines += ["", f"JAX vs TensorFlow backend, score+heatmap ({unit}; wall-clock in brackets; separate processes, "
+              "one after the other):", "",
+              markdown_table(["model", "batch", "JAX, one execution", "JAX, batch split over the cores", "TF",
+                              "JAX / TF (wall, split)", "JAX fast depthwise layers"], rows)]
     if not (jax_.get("models") or tf_.get("models")):  # the inference sections did not run: no empty tables
         lines = lines[:2]
     post = results.get("posthoc", {}).get("posthoc", {})
     if post:
         lines += ["", f"Single pass vs post-hoc (JAX, same tiles, interleaved; {unit}):", "",
-                  "| model | batch | single pass | post-hoc method | post-hoc | single-pass speed-up |", "|---|---|---|---|---|---|"]
-        for model, c in post.items():
-            lines.append(f"| {model} | {c['batch']} | {_f(_tps(c['single_pass'], cpu))} | {c['method']} | "
-                         f"{_f(_tps(c['posthoc'], cpu))} | {_f(1 / _ratio(c['posthoc'], 'single_pass', cpu), 2)}x |")
+                  markdown_table(["model", "batch", "single pass", "post-hoc method", "post-hoc", "single-pass speed-up"],
+                                 [[model, c["batch"], _f(_tps(c["single_pass"], cpu)), c["method"], _f(_tps(c["posthoc"], cpu)),
+                                   f"{_f(1 / _ratio(c['posthoc'], 'single_pass', cpu), 2)}x"] for model, c in post.items()])]
     pipe = results.get("pipeline", {})
     if pipe.get("runs"):
         lines += ["", f"tf.data pipeline alone (`{pipe.get('command', '')}`, bundled sample, batch {b_big}):", "",
-                  "| pipeline | tiles/s | tiles per CPU-s |", "|---|---|---|"]
-        lines += [f"| {r.get('pipeline')} | {r.get('tiles_per_s')} | {r.get('tiles_per_cpu_s', '—')} |" for r in pipe["runs"]]
+                  markdown_table(["pipeline", "tiles/s", "tiles per CPU-s"],
+                                 [[r.get("pipeline"), r.get("tiles_per_s"), r.get("tiles_per_cpu_s", "—")] for r in pipe["runs"]])]
     pred = results.get("predict", {}).get("predict")
     if pred:
         t = pred["timings"]
@@ -335,10 +338,10 @@ def markdown(results, cmd):
     lines += training_markdown(results)
     lines += ["", f"Targets (issue 7; ratios within one process on {'CPU' if cpu else 'wall'} time, JAX/TF and absolute "
               "figures on wall time):", "",
-              "| target | threshold | measured | met | note |", "|---|---|---|---|---|"]
-    for r in results["targets"]:
-        met = "n/a" if r["met"] is None else ("met" if r["met"] else "**missed**")
-        lines.append(f"| {r['target']} | {r['threshold']} | {_f(r['value'], 2)} | {met} | {r['note']} |")
+              markdown_table(["target", "threshold", "measured", "met", "note"],
+                             [[r["target"], r["threshold"], _f(r["value"], 2),
+                               "n/a" if r["met"] is None else ("met" if r["met"] else "**missed**"), r["note"]]
+                              for r in results["targets"]])]
     return "\n".join(lines) + "\n"
 
 
@@ -351,28 +354,31 @@ def training_markdown(results) -> list:
         lines += ["", f"Train step (random init, Adam, binary cross-entropy and metrics on the score as kerasxai.training "
                   f"compiles them; precision {prec}; batch sizes interleaved, compile excluded; wall-clock tiles/s, "
                   "tiles per CPU-s; kernel share: system / (user + system) CPU time):", "",
-                  "| model | backend | batch | train tiles/s | tiles per CPU-s | kernel share of CPU | peak RSS (MiB) "
-                  "| first call, compile included (s) |", "|---|---|---|---|---|---|---|---|"]
+        ]
+        rows = []
         for backend, res in steps:
             for model, rec in res["models"].items():
                 for b, cell in rec["batches"].items():
                     c = cell["train_step"]
                     share = c.get("cpu_system_share")
-                    lines.append(f"| {model} | {backend} | {b} | {_f(c['tiles_per_s'])} | {_f(c['tiles_per_cpu_s'])} | "
-                                 f"{_f(share and 100 * share)} % | {_f(c['peak_rss_mib'], 0)} | {_f(c['first_call_s'])} |")
+                    rows.append([model, backend, b, _f(c["tiles_per_s"]), _f(c["tiles_per_cpu_s"]), f"{_f(share and 100 * share)} %",
+                                 _f(c["peak_rss_mib"], 0), _f(c["first_call_s"])])
+        lines.append(markdown_table(["model", "backend", "batch", "train tiles/s", "tiles per CPU-s", "kernel share of CPU",
+                                     "peak RSS (MiB)", "first call, compile included (s)"], rows))
     epochs = [(b, results[k]["epoch"]) for b, k in (("JAX", "jax_epoch"), ("TF", "tf_epoch")) if "epoch" in results.get(k, {})]
     if epochs:
         lines += ["", "End-to-end epoch (a short `kerasxai.training` run; the last epoch, the first includes compilation; "
                   "train steps: batch begin to end, any wait for tf.data included; outside: validation, callbacks, "
                   "checkpoints):", "",
-                  "| model | backend | data | batch | steps | epoch wall (s) | train steps (s) | outside train steps "
-                  "| validation (s) | kernel share of CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
+        ]
+        rows = []
         for backend, e in epochs:
             st = e["steady"]
             share = st.get("cpu_system_share")
-            lines.append(f"| {e['model']} | {backend} | {e['data']} | {e['batch']} | {st['steps']} | {_f(st['wall_s'], 2)} | "
-                         f"{_f(st['train_step_s'], 2)} | {_f(100 * st['outside_train_step_share'])} % | "
-                         f"{_f(st['validation_s'], 2)} | {_f(share and 100 * share)} % |")
+            rows.append([e["model"], backend, e["data"], e["batch"], st["steps"], _f(st["wall_s"], 2), _f(st["train_step_s"], 2),
+                         f"{_f(100 * st['outside_train_step_share'])} %", _f(st["validation_s"], 2), f"{_f(share and 100 * share)} %"])
+        lines.append(markdown_table(["model", "backend", "data", "batch", "steps", "epoch wall (s)", "train steps (s)",
+                                     "outside train steps", "validation (s)", "kernel share of CPU"], rows))
     return lines
 
 

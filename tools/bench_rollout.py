@@ -21,6 +21,8 @@ import sys
 import _checkout  # noqa: F401
 import numpy as np
 
+from kerasxai.tables import markdown_table
+
 
 def tiles(batch, size, pattern=None, seed=0):
     """(batch, size, size, 3) float32 0..255: the centre crops of images matching `pattern`
@@ -113,13 +115,11 @@ def main(argv=None):
         res = timed_rounds(fns, attentions, args.rounds)
         full, bare = res[args.discard_ratio], res[0.0]
         record["fusions"][fusion] = {"rollout": full, "rollout_discard_0": bare}
-        rows.append(f"| {fusion} | {full['wall_ms']:.1f} | {full['cpu_ms']:.1f} | {bare['wall_ms']:.1f} | "
-                    f"{bare['cpu_ms']:.1f} | {full['wall_ms'] - bare['wall_ms']:.1f} |")
+        rows.append([fusion] + [f"{v:.1f}" for v in (full["wall_ms"], full["cpu_ms"], bare["wall_ms"], bare["cpu_ms"],
+                                                      full["wall_ms"] - bare["wall_ms"])])
     print(f"{model.name}, batch {args.batch}, {len(attentions)} blocks, discard ratio {args.discard_ratio}, "
           f"{'images ' + args.images if args.images else 'random tiles'}; medians of {args.rounds} rounds (ms):\n")
-    print("| fusion | rollout wall | CPU | discard 0: wall | CPU | discard step (wall) |")
-    print("|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    print(markdown_table(["fusion", "rollout wall", "CPU", "discard 0: wall", "CPU", "discard step (wall)"], rows))
     if args.json:
         atomic_write_json(args.json, record)
 

@@ -39,6 +39,8 @@ import time
 import _checkout  # noqa: F401
 import numpy as np
 
+from kerasxai.tables import markdown_table
+
 WORKER_THREAD = "XLAEigen"  # XLA's CPU runtime runs operations on threads named tf_XLAEigen/...
 WRAPPERS = ("ThunkExecutor::",)  # events that enclose operations: not charged
 POOL_WAIT = "SlinkyThreadPool::Await"  # a thread waiting for its share of a parallel operation
@@ -192,11 +194,12 @@ def main(argv=None):
         record["passes"] = {s: sum(r["ms"] for r in rows if r["pass"] == s) for s in ("forward", "backward", "update", "-")}
         print("op time by pass: " + ", ".join(f"{s} {v:.1f} ms ({100 * v / total:.1f} %)"
                                                for s, v in record["passes"].items()) + "\n")
-    print("| scope |" + (" pass |" if args.train else "") + " ms a call | operations a call | share of op time |")
-    print("|---|" + ("---|" if args.train else "") + "---:|---:|---:|")
-    for r in rows[: args.top]:
-        print(f"| {r['scope']} |" + (f" {r['pass']} |" if args.train else "")
-              + f" {r['ms']:.2f} | {r['ops']:.0f} | {100 * r['ms'] / total:.1f} % |")
+    by_pass = ["pass"] if args.train else []
+    print(markdown_table(
+        ["scope", *by_pass, "ms a call", "operations a call", "share of op time"],
+        [[r["scope"], *(r["pass"] for _ in by_pass), f"{r['ms']:.2f}", f"{r['ops']:.0f}", f"{100 * r['ms'] / total:.1f} %"]
+         for r in rows[: args.top]],
+        align="l" * (1 + len(by_pass)) + "rrr"))
     if args.json:
         atomic_write_json(args.json, record)
 

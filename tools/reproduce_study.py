@@ -34,6 +34,7 @@ from _checkout import REPO
 
 from kerasxai.metrics import UNGATED_KEYS  # light: NumPy and SciPy only
 from kerasxai.runtime import atomic_write_json, atomic_write_text, cores
+from kerasxai.tables import markdown_table
 # the study's own PCB numbers (thesis tables 3.2 and 3.4), for comparison
 from kerasxai.thesis import THESIS_MAPS, THESIS_TRAINING
 
@@ -212,9 +213,8 @@ def _f(v, digits=4) -> str:
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    """A RESULTS.md table: numbers to 4 decimals, missing values as "-"."""
+    return markdown_table(headers, [[c if isinstance(c, str) else _f(c) for c in r] for r in rows])
 
 
 def _rel(path: str | Path) -> str:
