@@ -1,11 +1,11 @@
 """Fast depthwise convolution for the JAX backend on CPU.
 
-XLA's grouped (depthwise) convolution on CPU is ~20-40x slower than TensorFlow's
-(0.2-0.35 vs 7.5 GFLOPS on a 32x112x112x64 3x3 case), so MobileNetV3 / EfficientNetV2
-under JAX ran at 0.17x / 0.26x of the TF backend. The same convolution written as
-"pad once, then sum kh*kw shifted slices times the per-channel kernel" is a chain of
-elementwise ops that XLA fuses into one loop (with the bias, the following BatchNorm
-and the activation): ~4 GFLOPS here, and exactly the same numbers up to float rounding.
+XLA's grouped (depthwise) convolution on CPU is an order of magnitude slower than
+TensorFlow's, which makes MobileNetV3 / EfficientNetV2 under JAX several times slower than
+under the TF backend. The same convolution written as "pad once, then sum kh*kw shifted
+slices times the per-channel kernel" is a chain of elementwise ops that XLA fuses into one
+loop (with the bias, the following BatchNorm and the activation): the same numbers up to
+float rounding, at the speed BENCHMARKS.md ("Inference: models and backends") records.
 
 `FastDepthwiseConv2D` is a `keras.layers.DepthwiseConv2D` (same config, same `kernel`
 (kh, kw, C, 1) and `bias` variables, so weights copy over) whose `call` uses that form.

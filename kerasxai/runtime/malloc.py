@@ -2,9 +2,8 @@
 
 XLA's CPU runtime allocates an execution's large buffers with malloc and frees them after it.
 glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh mmap and
-returns it to the OS on free, so each execution page-faults all of its large buffers again:
-on this project's 2-core machine, one counting pass over a 60 MB block took 30 ms with the
-default and 10 ms without (JAX backend, ViT-Tiny attention of a batch of 32). With mmap off
+returns it to the OS on free, so each execution page-faults all of its large buffers again
+(BENCHMARKS.md, "Inference: models and backends", has the cost on a 2-core machine). With mmap off
 (``M_MMAP_MAX = 0``) glibc takes such blocks from the heap, and a high ``M_TRIM_THRESHOLD``
 keeps up to that much freed heap memory for the next execution instead of unmapping it.
 
