@@ -190,6 +190,21 @@ def test_key_follows_files(tmp_path):
     assert a != b and read_manifest(b)["counts"] != read_manifest(a)["counts"]
 
 
+def test_key_follows_annotation_edits(tmp_path):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((20, 20, 3), np.uint8))
+    ann = tmp_path / "a.json"
+    ann.write_text(json.dumps({"imagePath": "a.png", "shapes": []}))
+    cfg = load_config(None, ["data.reader=labelme", f"data.root={tmp_path}", "model.name=x"])
+    key = lambda: pipeline.dataset_key(cfg.data, read_samples(cfg.data))  # noqa: E731
+    before = key()
+    assert key() == before  # same files: same key
+    ann.write_text(json.dumps({"imagePath": "a.png", "shapes": [
+        {"label": "x", "points": [[1, 1], [5, 5]], "shape_type": "rectangle"}]}))
+    assert key() != before  # the annotation changed, the image did not
+
+
 def test_interrupted_prepare_leaves_nothing_trusted(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
     real, calls = pipeline._tile_sample, []

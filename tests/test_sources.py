@@ -264,3 +264,30 @@ def test_pixel_cap_refuses_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setenv("KERASXAI_MAX_PIXELS", "lots")
     with pytest.raises(DataError, match="KERASXAI_MAX_PIXELS='lots'"):
         read_image(str(tmp_path / "a.png"))
+
+
+def test_samples_name_their_annotation_file(tmp_path):
+    root = _deeppcb(tmp_path / "deeppcb")
+    test, temp = read_samples(_cfg("deeppcb", root))
+    assert test.annotation == str(root / "PCBData/group00041/00041_not/00041000.txt") and temp.annotation == ""
+    img = np.zeros((8, 8, 3), np.uint8)
+    _write(tmp_path / "voc/images/a.png", img)
+    _write(tmp_path / "voc/images/b.png", img)
+    (tmp_path / "voc/Annotations").mkdir(parents=True)
+    (tmp_path / "voc/Annotations/a.xml").write_text("<annotation></annotation>")
+    s = {x.id: x.annotation for x in read_samples(_cfg("voc_xml", tmp_path / "voc"))}
+    assert s == {"a": str(tmp_path / "voc/Annotations/a.xml"), "b": ""}
+    _write(tmp_path / "coco/x.png", img)
+    (tmp_path / "coco/x.json").write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png"}], "annotations": []}))
+    assert [x.annotation for x in read_samples(_cfg("coco", tmp_path / "coco"))] == [str(tmp_path / "coco/x.json")]
+    _write(tmp_path / "labelme/a.png", img)
+    _write(tmp_path / "labelme/b.png", img)
+    (tmp_path / "labelme/a.json").write_text(json.dumps({"imagePath": "a.png", "shapes": []}))
+    s = {x.id: x.annotation for x in read_samples(_cfg("labelme", tmp_path / "labelme"))}
+    assert s == {"a": str(tmp_path / "labelme/a.json"), "b": ""}
+    _write(tmp_path / "masks/a.png", img)
+    _write(tmp_path / "masks/b.png", img)
+    _write(tmp_path / "masks/a_mask.png", img[..., 0])
+    s = {x.id: x.annotation for x in read_samples(_cfg("mask_dir", tmp_path / "masks"))}
+    assert s == {"a": str(tmp_path / "masks/a_mask.png"), "b": ""}
+    assert all(x.annotation == "" for x in read_samples(_cfg("synthetic", "", options={"count": 2})))

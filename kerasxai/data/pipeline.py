@@ -74,20 +74,11 @@ def _stat(path: str):
         return None
 
 
-def _annotation(sample) -> str:
-    fn = sample.mask_fn
-    kw = getattr(fn, "keywords", None) or {}
-    for k in ("ann", "xml", "json_path", "path", "source"):
-        if isinstance(kw.get(k), str):
-            return kw[k]
-    return ""
-
-
 def dataset_key(data_cfg, samples) -> str:
     """Hash of the settings that change the tiles and of the file list (with sizes and mtimes)."""
     files = []
     for s in samples:
-        ann = _annotation(s)
+        ann = s.annotation
         files.append([s.id, s.group, s.path, _stat(s.path), ann, _stat(ann) if ann else None])
     blob = json.dumps({"v": FORMAT_VERSION, "data": _data_settings(data_cfg), "files": files}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -180,13 +180,17 @@ def read_image(path: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Sample:
-    """One source image. ``load_image``/``load_mask`` decode lazily; ``load`` decodes once."""
+    """One source image. ``load_image``/``load_mask`` decode lazily; ``load`` decodes once.
+
+    ``annotation`` is the file the mask is read from ("" when there is none: a defect-free
+    image, or a mask made in memory); the prepared dataset's key covers its size and time."""
 
     id: str
     group: str
     path: str
     mask_fn: Optional[Callable[[int, int], np.ndarray]] = field(default=None, compare=False, repr=False)
     image_fn: Optional[Callable[[], np.ndarray]] = field(default=None, compare=False, repr=False)
+    annotation: str = ""
 
     def load_image(self) -> np.ndarray:
         return self.image_fn() if self.image_fn is not None else read_image(self.path)
@@ -345,7 +349,7 @@ def read_deeppcb(root, list_file: str = "trainval.txt", templates: bool = True) 
 
 def deeppcb_pair_samples(pair: str, test: str, temp: str, ann: str, templates: bool = True) -> list[Sample]:
     """The samples of one :func:`deeppcb_pairs` entry: the tested image, then its template."""
-    samples = [Sample(f"{pair}_test", pair, test, functools.partial(_deeppcb_mask, ann=ann))]
+    samples = [Sample(f"{pair}_test", pair, test, functools.partial(_deeppcb_mask, ann=ann), annotation=ann)]
     if templates:
         samples.append(Sample(f"{pair}_temp", pair, _need_file(Path(temp), "DeepPCB template")))
     return samples
@@ -434,7 +438,7 @@ def read_voc_xml(root, images: str = "images", annotations: str = "Annotations")
     for key in sorted(by_key):
         x = xml_by_key.get(key)
         fn = functools.partial(_voc_mask, xml=str(x)) if x is not None else None
-        samples.append(Sample(key, key, str(by_key[key]), fn))
+        samples.append(Sample(key, key, str(by_key[key]), fn, annotation=str(x) if x is not None else ""))
     return samples
 
 
@@ -457,7 +461,7 @@ def _rle_decode(rle: dict, h: int, w: int, where: str) -> np.ndarray:
     return flat.reshape(w, h).T  # COCO RLE is column-major
 
 
-def _coco_mask(h, w, anns, where: str, source: str = ""):
+def _coco_mask(h, w, anns, where: str):
     mask = np.zeros((h, w), np.uint8)
     for a in anns:
         seg = a.get("segmentation")
@@ -512,7 +516,8 @@ def read_coco(root, annotations: Optional[str] = None, images: str = "") -> list
                 raise DataError(f"image '{name or jf.stem}' of '{jf}' not found (looked in {root / images} and {jf.parent}).")
             key = path.relative_to(root).with_suffix("").as_posix() if path.is_relative_to(root) else path.stem
             where = f"annotation '{jf}' (image '{name or path.name}')"
-            samples.append(Sample(key, key, str(path), functools.partial(_coco_mask, anns=anns, where=where, source=str(jf))))
+            samples.append(Sample(key, key, str(path), functools.partial(_coco_mask, anns=anns, where=where),
+                                  annotation=str(jf)))
     return samples
 
 
@@ -559,7 +564,8 @@ def read_labelme(root) -> list[Sample]:
         by_key[key] = path
         ann[key] = jf
     return [
-        Sample(k, k, str(by_key[k]), functools.partial(_labelme_mask, json_path=str(ann[k])) if k in ann else None)
+        Sample(k, k, str(by_key[k]), functools.partial(_labelme_mask, json_path=str(ann[k])) if k in ann else None,
+               annotation=str(ann.get(k, "")))
         for k in sorted(by_key)
     ]
 
@@ -624,12 +630,12 @@ def read_mask_dir(
             continue
         key = rel.with_suffix("").as_posix()
         if os.path.isfile(m):
-            fn = functools.partial(_mask_file, path=m, threshold=int(threshold), image=str(p))
+            fn, ann = functools.partial(_mask_file, path=m, threshold=int(threshold), image=str(p)), m
         elif missing_mask == "error":
             raise DataError(f"mask '{m}' for image '{p}' not found (data.options.missing_mask: error).")
         else:
-            fn = None
-        samples.append(Sample(key, key, str(p), fn))
+            fn, ann = None, ""
+        samples.append(Sample(key, key, str(p), fn, annotation=ann))
     return samples
 
 
