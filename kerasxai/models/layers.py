@@ -12,12 +12,11 @@ import math
 import keras
 from keras import ops
 
-from kerasxai.models.rollout import FUSIONS, rollout
+from kerasxai.choices import Fusion, Pooling, check_discard_ratio
+from kerasxai.models.rollout import rollout
 from kerasxai.runtime import jax_on_cpu
 
 register = keras.saving.register_keras_serializable(package="kerasxai")
-
-POOLINGS = ("avg", "lse")  # CAMHead: how the map becomes the logit (model.pooling)
 
 
 @register
@@ -37,7 +36,7 @@ class CAMHead(keras.layers.Layer):
         heatmap: also return the heatmap (False: score-only, same weights).
         dropout: dropout rate on the pooled features ("avg") or the feature map ("lse")
             (training only).
-        pooling: "avg" or "lse" (POOLINGS).
+        pooling: "avg" or "lse" (kerasxai.choices.Pooling).
 
     Returns a dict: "score" (B, 1) sigmoid, "logit" (B, 1), and "heatmap" (B, h, w).
 
@@ -50,11 +49,9 @@ class CAMHead(keras.layers.Layer):
 
     def __init__(self, heatmap=True, dropout=0.0, pooling="avg", **kwargs):
         super().__init__(**kwargs)
-        if pooling not in POOLINGS:
-            raise ValueError(f"CAMHead pooling must be one of {', '.join(POOLINGS)}, got {pooling!r} (key model.pooling).")
         self.heatmap = bool(heatmap)
         self.dropout = float(dropout)
-        self.pooling = pooling
+        self.pooling = Pooling.parse(pooling, "model.pooling").value
         self.drop = keras.layers.Dropout(self.dropout) if self.dropout > 0 else None
 
     def build(self, input_shape):
@@ -128,11 +125,8 @@ class AttentionRollout(keras.layers.Layer):
         self._check()
 
     def _check(self):
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got '{self.fusion}'")
-        if not 0.0 <= float(self.discard_ratio) < 1.0:
-            raise ValueError(f"discard_ratio must be in [0, 1), got {self.discard_ratio}")
-        self.discard_ratio = float(self.discard_ratio)
+        self.fusion = Fusion.parse(self.fusion, "model.fusion").value
+        self.discard_ratio = check_discard_ratio(self.discard_ratio)
 
     def call(self, attentions):
         return rollout(attentions, self.fusion, self.discard_ratio, self.num_prefix_tokens, self.grid_size)

@@ -12,20 +12,14 @@ import math
 
 from keras import ops
 
+from kerasxai.choices import Fusion, check_discard_ratio
 from kerasxai.models.order_stats import kth_smallest, last_equal_index, order_keys, sample_range
-
-FUSIONS = ("mean", "max", "min")
 
 
 def fuse_heads(attention, fusion):
     """(B, heads, T, T) -> (B, T, T) by mean | max | min over the heads axis."""
-    if fusion == "mean":
-        return ops.mean(attention, axis=1)
-    if fusion == "max":
-        return ops.max(attention, axis=1)
-    if fusion == "min":
-        return ops.min(attention, axis=1)
-    raise ValueError(f"fusion must be one of {FUSIONS}, got '{fusion}'")
+    reduce = {Fusion.mean: ops.mean, Fusion.max: ops.max, Fusion.min: ops.min}[Fusion.parse(fusion, "model.fusion")]
+    return reduce(attention, axis=1)
 
 
 def discard_smallest(fused, discard_ratio):
@@ -101,10 +95,7 @@ def rollout(attentions, fusion="mean", discard_ratio=0.0, num_prefix_tokens=1, g
         heat = rollout([p1, p2], fusion="max", discard_ratio=0.9)  # (B, 14, 14) at 224
     Reference: Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020.
     """
-    if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got '{fusion}'")
-    if not 0.0 <= float(discard_ratio) < 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+    discard_ratio = check_discard_ratio(discard_ratio)
     attentions = list(attentions)
     if not attentions:
         raise ValueError("rollout needs at least one attention tensor")
