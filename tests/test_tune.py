@@ -147,3 +147,24 @@ def test_chief_and_two_workers_complete_their_trials(tmp_path):
     ran = [k for k in ("tuner0", "tuner1") if "trial " in logs[k] and "learning_rate=" in logs[k]]
     assert ran, "no worker ran a trial"
     assert len(list((folder / "runs").iterdir())) == 2
+
+
+def test_cluster_stops_everything_when_a_worker_fails(tmp_path):
+    """Each process gets its tuner id and the oracle address; a failing worker stops the rest (1)."""
+    from kerasxai.tuning_cluster import launch
+
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        "#!/bin/sh\n"
+        'echo "$KERASTUNER_TUNER_ID $KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT $*"\n'
+        'case "$KERASTUNER_TUNER_ID" in tuner1) exit 3;; *) exec sleep 60;; esac\n')
+    fake_python.chmod(0o755)
+    overrides = search_overrides(tmp_path, name="cluster")
+    code = launch(str(REPO / "configs" / "demo.yaml"), overrides, workers=2, port=8123, timeout=50,
+                  log_dir=tmp_path / "logs", python=str(fake_python))
+    assert code == 1
+    logs = {p.stem: p.read_text() for p in (tmp_path / "logs").iterdir()}
+    assert sorted(logs) == ["chief", "tuner0", "tuner1"]
+    for tuner_id, log in logs.items():
+        assert log.startswith(f"{tuner_id} 127.0.0.1:8123 -m kerasxai.tune --config "), log
+        assert log.rstrip().endswith(" ".join(overrides)), log

@@ -36,7 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return guard(lambda: export(args), prefix=f"{PROG}: error")
+    return guard(lambda: export(args), prefix=f"{PROG}: error",
+                 interrupted=f"{PROG}: interrupted: '{args.out}' is complete or absent, never partial")
 
 
 def export(args: argparse.Namespace) -> int:

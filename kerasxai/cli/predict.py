@@ -45,7 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return guard(lambda: predict(args), prefix=f"{PROG}: error")
+    return guard(lambda: predict(args), prefix=f"{PROG}: error",
+                 interrupted=f"{PROG}: interrupted: the images done so far have all their files in --out; "
+                             "summary.csv was not written")
 
 
 def predict(args: argparse.Namespace) -> int:
