@@ -28,7 +28,7 @@ TOL = 1e-4
 
 
 def small_vit(name, size=64, **sizes):
-    return build_vit(name, input_shape=(size, size, 3), **{**SMALL, **sizes})
+    return build_vit(name, input_shape=(size, size, 3), fusion="max", discard_ratio=0.9, **{**SMALL, **sizes})
 
 
 def checkpoint(name, suffix=".safetensors"):
@@ -69,7 +69,7 @@ def test_in_graph_rollout_equals_rollout_of_timm_attentions(name):
     ref = reference(name)
     prefix = 2 if "distilled" in name else 1
     attentions = [ref[f"attention_{i}"] for i in range(SMALL["depth"])]
-    model = small_vit(name)  # build_vit's defaults: max fusion, discard 0.9
+    model = small_vit(name)  # max fusion, discard 0.9
     load_timm_weights(model, checkpoint(name), name)
     for fusion, ratio in (("max", 0.9), ("mean", 0.0)):
         expected = ref[f"rollout_{fusion}_{ratio}"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from kerasxai.models import fast_depthwise
+from kerasxai.models.fast_depthwise import apply as with_fast_depthwise
 from kerasxai.models.layers import CAMHead
 from kerasxai.models.weights import build_applications_backbone, build_imagenet_backbone
 
@@ -55,19 +55,22 @@ def build_cnn(
     weights=None,
     heatmap=True,
     dropout=0.0,
-    pooling="avg",
-    fast_depthwise_mode="auto",
+    *,
+    pooling,
+    fast_depthwise,
     training_outputs=False,
 ):
     """A CAM model: raw pixels -> {"score" (B,1), "heatmap" (B,h,w)} (score only if not heatmap).
 
-    `pooling` is how the head turns the map into the score ("avg" | "lse", see CAMHead).
+    `pooling` is how the head turns the map into the score ("avg" | "lse", see CAMHead);
+    `fast_depthwise` ("auto" | "on" | "off") swaps in the CPU depthwise layer (fast_depthwise.apply).
+    Their defaults are the config's, applied by the registry's `build_model`.
     `training_outputs` adds "logit" (B,1), the pre-sigmoid score (for from_logits losses).
     `weights` here is None, "imagenet" or keras.applications' `.h5`; a .weights.h5 path is
     loaded by the registry.
     """
     backbone = build_backbone(name, input_shape, weights)
-    backbone = fast_depthwise.apply(backbone, fast_depthwise_mode)
+    backbone = with_fast_depthwise(backbone, fast_depthwise)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     features = backbone(inputs)
     # float32 under any dtype policy: the score (loss, metrics) and the map keep full precision

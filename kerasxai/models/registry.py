@@ -94,7 +94,7 @@ def build_model(
             heatmap=heatmap,
             dropout=dropout,
             pooling=pooling,
-            fast_depthwise_mode=fast_depthwise,
+            fast_depthwise=fast_depthwise,
             training_outputs=training_outputs,
         )
     if fmt == "keras":

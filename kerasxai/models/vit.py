@@ -35,8 +35,9 @@ def build_vit(
     name,
     input_shape=(224, 224, 3),
     heatmap=True,
-    fusion="max",
-    discard_ratio=0.9,
+    *,
+    fusion,
+    discard_ratio,
     dropout=0.0,
     training_outputs=False,
     width=WIDTH,
@@ -47,6 +48,8 @@ def build_vit(
     """A transformer: raw pixels -> {"score" (B,1), "heatmap" (B,h,w) attention rollout}.
 
     heatmap=False: score only, no attention probabilities kept (same weights; see SelfAttention).
+    fusion, discard_ratio: the rollout's (AttentionRollout); their defaults are the config's,
+    applied by the registry's `build_model`.
     training_outputs=True adds "logit" (B,1) (the pre-sigmoid score) and, for the distilled
     DeiT, "cls_logit" and "distill_logit" (B,1): the two heads to train on labels and on the
     teacher's hard labels. "score" is always sigmoid(logit), with logit the mean of the two
