@@ -166,6 +166,7 @@ def test_switches_read_yaml_on_and_off(tmp_path):
     cfg = load_config(path, ["train.data_parallel=off"])
     assert cfg.model.fast_depthwise is Switch.off and cfg.model.host_parallel is Switch.on
     assert cfg.train.data_parallel is Switch.off
+    assert repr(cfg.model.fast_depthwise) == "'off'"  # as error messages show it
 
 
 def test_validate_parses_the_choices_of_a_config_built_in_code():

@@ -29,6 +29,8 @@ def test_switch_on_auto_means_jax_on_cpu():
     assert runtime.jax_on_cpu() is on_cpu and runtime.switch_on("auto", "model.x") is on_cpu
     with pytest.raises(ValueError, match=r"key 'model\.x': must be auto, on or off, got 'fast'"):
         runtime.switch_on("fast", "model.x")
+    # YAML reads a bare on / off as a boolean; OmegaConf's str keys hold it as "True" / "False"
+    assert runtime.switch_on(True, "model.x") is True and runtime.switch_on("False", "model.x") is False
 
 
 def test_atomic_text_keeps_old_file_on_failure(tmp_path, monkeypatch):

@@ -10,8 +10,10 @@ from enum import Enum
 
 
 class Choice(str, Enum):
-    """Base of the choice enums; each member's name is its value."""
+    """Base of the choice enums; each member's name is its value, and it prints (``repr``
+    too, as in error messages) as that string."""
 
+    __repr__ = str.__repr__
     __str__ = str.__str__
     __format__ = str.__format__
     __hash__ = str.__hash__
