@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from kerasxai.config import Config, ConfigError, load_config, to_yaml
-from kerasxai.runtime import atomic_path, atomic_write_json, atomic_write_text
+from kerasxai.runtime import atomic_path, atomic_write_json, atomic_write_text, pid_alive
 
 CONFIG = "config.yaml"
 BEST = "best.keras"
@@ -94,21 +94,6 @@ def read_state(run_dir: str | Path) -> dict | None:
 
 def write_state(run_dir: str | Path, state: dict) -> None:
     atomic_write_json(Path(run_dir) / STATE, state)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (a zombie counts), without signalling it where /proc exists."""
-    if pid == os.getpid():
-        return True
-    if Path("/proc/self").is_dir():
-        return Path(f"/proc/{pid}").exists()
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _lock_pid(fd: int) -> int | None:

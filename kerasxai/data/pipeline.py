@@ -33,8 +33,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from kerasxai.runs import pid_alive
-from kerasxai.runtime import atomic_write_text, cores, default_mode
+from kerasxai.runtime import atomic_write_text, cores, default_mode, pid_alive
 
 from .sources import DataError, read_samples
 from .splits import SPLITS, split_samples

@@ -6,6 +6,8 @@
   auto / on / off switches that depend on it;
 - :mod:`~kerasxai.runtime.files`: atomic file writes (a temporary file in the same folder,
   then ``os.replace``) with the umask's permissions;
+- :mod:`~kerasxai.runtime.process`: whether another process (a lock's or a temporary
+  folder's owner) still exists;
 - :mod:`~kerasxai.runtime.malloc`: the process-wide glibc malloc tuning that command-line
   entry points apply (``import kerasxai`` leaves the process as it is).
 
@@ -24,8 +26,9 @@ from kerasxai.runtime.files import (
     temp_path,
 )
 from kerasxai.runtime.malloc import keep_large_blocks
+from kerasxai.runtime.process import pid_alive
 
 __all__ = [
     "MODES", "Choice", "Switch", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-    "cores", "current_umask", "default_mode", "jax_on_cpu", "keep_large_blocks", "switch_on", "temp_path",
+    "cores", "current_umask", "default_mode", "jax_on_cpu", "keep_large_blocks", "pid_alive", "switch_on", "temp_path",
 ]
