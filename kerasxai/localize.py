@@ -6,16 +6,17 @@ model on fixed-size batches (the last batch is zero-padded, so a jit-compiled pr
 is traced once, not once per image), and puts the per-tile maps back into one full-resolution
 map with :func:`kerasxai.data.tiling.stitch`.
 
-Per tile, as in the evaluation protocol (docs/design.md): the native heatmap is upsampled
-bilinearly to the tile size and min-max normalized to 0..1 over its valid (non-padding) pixels, as
-:func:`kerasxai.metrics.protocol.prepare_maps` does for evaluation; a tile whose score is at or below
+Per tile, the evaluation protocol's maps (:func:`kerasxai.metrics.protocol.tile_maps`,
+docs/design.md): the native heatmap is upsampled bilinearly to the tile size and min-max
+normalized to 0..1 over its valid (non-padding) pixels; a tile whose score is at or below
 ``score_threshold`` contributes no defect evidence: its map is zero, yet it still counts in
 the overlap average like any tile (background, not a hole), so blending stays one plain
-average everywhere and identical tile maps stitch to an identical, seamless image. The stitched map is
-thresholded as the protocol does (``map * 255 >= pixel_threshold``, 127 by default), and the
-connected components (8-connectivity) of that mask become regions with a box
-``[x1, y1, x2, y2]`` (x2, y2 exclusive), an area in pixels and a score = max over the
-component of heatmap x score of the tiles covering the pixel.
+average everywhere and identical tile maps stitch to an identical, seamless image. The
+stitched map is thresholded as the protocol does (``map * 255 >= pixel_threshold``, 127 by
+default, :func:`kerasxai.metrics.protocol.defect_mask`), and the connected components
+(8-connectivity) of that mask become regions with a box ``[x1, y1, x2, y2]`` (x2, y2
+exclusive), an area in pixels and a score = max over the component of heatmap x score of the
+tiles covering the pixel.
 
 Tiles of several images share batches (:meth:`Localizer.localize_stream`), so small images do
 not waste a padded batch each. ``Localizer.timings`` accumulates seconds per stage;
@@ -37,6 +38,7 @@ import numpy as np
 
 from kerasxai.data.sources import DataError, oversize_message
 from kerasxai.data.tiling import TileGrid, stitch, tile_image
+from kerasxai.metrics import protocol
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TIMING_KEYS = ("read", "tiling", "model", "stitch", "postprocess", "render", "write")
@@ -157,26 +159,17 @@ class Localization:
 # ----------------------------------------------------------------------------- pure steps
 def tile_maps(scores: np.ndarray, heatmaps: np.ndarray, tile_size: int, score_threshold: float,
               valid: np.ndarray | None = None) -> np.ndarray:
-    """Per-tile maps for stitching, defined as the evaluation protocol prepares them
-    (:func:`kerasxai.metrics.protocol.prepare_maps`, equal to it within float32 rounding; a
-    test checks): upsample bilinearly (half-pixel centres) to the tile size, min-max normalize
-    to 0..1 over the tile's valid (non-padding) pixels, a constant map -> 0, tiles with
-    score <= threshold -> 0. ``scores`` (N,), ``heatmaps`` (N, h, w), ``valid`` (N, S, S)
-    -> (N, S, S) float32. OpenCV's float32 resize keeps this a few ms per image."""
+    """Per-tile maps for stitching: the evaluation protocol's gated maps
+    (:func:`kerasxai.metrics.protocol.tile_maps`). ``scores`` (N,), ``heatmaps`` (N, h, w),
+    ``valid`` (N, S, S) or None (all valid) -> (N, S, S) float32. Only the tiles that pass
+    the score gate are computed (most tiles of a board are good ones)."""
     s = int(tile_size)
-    scores = np.asarray(scores, np.float32).reshape(-1)
+    heatmaps = np.asarray(heatmaps, np.float32)
     out = np.zeros((len(heatmaps), s, s), np.float32)
-    for i, (score, m) in enumerate(zip(scores, heatmaps)):
-        if not score > score_threshold:
-            continue
-        m = np.asarray(m, np.float32)
-        if m.shape != (s, s):
-            m = cv2.resize(m, (s, s), interpolation=cv2.INTER_LINEAR)
-        v = None if valid is None or valid[i].all() else valid[i]
-        lo, hi = (float(m.min()), float(m.max())) if v is None else (float(m[v].min()), float(m[v].max()))
-        if hi > lo:
-            t = np.clip((m - lo) / (hi - lo), 0.0, 1.0)
-            out[i] = t if v is None else np.where(v, t, 0.0)
+    gate = protocol.score_gate(scores, score_threshold)
+    if gate.any():
+        valid = np.ones((int(gate.sum()), s, s), bool) if valid is None else np.asarray(valid, bool)[gate]
+        out[gate] = protocol.tile_maps(None, heatmaps[gate], valid, s, score_threshold=None).maps
     return out
 
 
@@ -217,7 +210,7 @@ def assemble(scores, heatmaps, positions, image_hw, grid: TileGrid, *, score_thr
     maps = tile_maps(scores, heatmaps, grid.size, score_threshold, valid)
     heatmap = stitch(maps, positions, image_hw, grid)
     t1 = time.perf_counter()
-    mask = (heatmap * 255.0 >= pixel_threshold).astype(np.uint8)
+    mask = protocol.defect_mask(heatmap, pixel_threshold).astype(np.uint8)
     # tile scores per pixel, for region scores: only needed when there are regions
     score_map = stitch_scores(scores, positions, image_hw, grid) if mask.any() else None
     regions = extract_regions(heatmap, mask, score_map)

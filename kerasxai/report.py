@@ -34,7 +34,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from kerasxai.metrics import METRIC_LABELS, UNGATED_KEYS, rank_models, upsample_bilinear
+from kerasxai.metrics import METRIC_LABELS, UNGATED_KEYS, rank_models
+from kerasxai.metrics.protocol import defect_mask, tile_maps
 from kerasxai.runtime import atomic_write_bytes, atomic_write_text
 from kerasxai.thesis import thesis_summary
 
@@ -199,10 +200,8 @@ def _png(fig: Figure) -> bytes:
 
 
 def _normalized(heat: np.ndarray, size: int, valid: np.ndarray) -> np.ndarray:
-    up = upsample_bilinear(heat[None], size)[0]
-    v = valid.astype(bool)
-    lo, hi = up[v].min(), up[v].max()
-    return np.where(v, (up - lo) / (hi - lo) if hi > lo else 0.0, 0.0)
+    """One tile's protocol map before the score gate (the overlay shows it either way)."""
+    return tile_maps(None, np.asarray(heat)[None], np.asarray(valid, bool)[None], size, score_threshold=None).ungated[0]
 
 
 def pr_figure(evaluations) -> bytes | None:
@@ -256,7 +255,7 @@ def overlay_figure(evaluations, pixel_threshold: float = 127, score_threshold: f
                 norm = _normalized(t.heatmap, size, t.valid)
                 ax.imshow(norm, cmap="jet", alpha=0.45, vmin=0, vmax=1)
                 if t.score > score_threshold:
-                    ax.contour(norm * 255 >= pixel_threshold, levels=[0.5], colors="yellow", linewidths=0.8)
+                    ax.contour(defect_mask(norm, pixel_threshold), levels=[0.5], colors="yellow", linewidths=0.8)
                 if i == 0:
                     ax.set_title(ev.label.replace("@", "\n@"), fontsize=7)
                 ax.text(2, size - 4, f"score {t.score:.2f}", color="white", fontsize=6,

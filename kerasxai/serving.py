@@ -8,10 +8,10 @@ Signatures (``saved_model_cli show --dir DIR --all`` lists them):
 - ``localize``: ``image`` uint8 (H, W, 3) of any size -> ``heatmap`` float32 (H, W) in 0..1,
   ``mask`` uint8 (H, W) in {0, 1}, ``scores`` float32 (N,), ``positions`` int32 (N, 2)
   (tile top-left ``y, x``). The image is tiled, sent through the same exported model
-  function, and stitched in TF ops exactly as :mod:`kerasxai.localize` does it (same grid,
-  per-tile bilinear upsampling and min-max normalization over valid pixels, gating by score,
-  overlap averaging, ``map * 255 >= pixel_threshold``), at most ``localize_batch_size`` tiles
-  per forward pass.
+  function, and stitched in TF ops as :mod:`kerasxai.localize` does it (same grid, per-tile
+  maps from :func:`kerasxai.metrics.protocol.tile_maps` in TF ops, overlap averaging,
+  :func:`kerasxai.metrics.protocol.defect_mask`), at most ``localize_batch_size`` tiles per
+  forward pass.
 
 Both check their input at run time (TF Serving does not check a signature's shapes): a wrong
 shape or an empty image is an InvalidArgumentError whose message says what to send; an
@@ -72,20 +72,6 @@ def _coverage(tf, starts, length, size: int):
     return tf.cumsum(edges)[:length]
 
 
-def _mask_cut(pixel_threshold: int) -> float:
-    """The least float32 ``x`` with ``float32(x * 255) >= pixel_threshold``: ``map >= cut`` is
-    exactly ``map * 255 >= pixel_threshold`` without an image-sized product."""
-    import numpy as np
-
-    thr, k = np.float32(pixel_threshold), np.float32(255)
-    cut = np.float32(thr / k)
-    while np.float32(np.nextafter(cut, -np.inf) * k) >= thr:
-        cut = np.nextafter(cut, np.float32(-np.inf))
-    while np.float32(cut * k) < thr:
-        cut = np.nextafter(cut, np.float32(np.inf))
-    return float(cut)
-
-
 def _assert(tf, ok, message: str, *data):
     """A runtime check with a message a client can act on (TF Serving does not check the
     signature's shapes, and XLA's shape errors name no input)."""
@@ -133,8 +119,10 @@ def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_thresh
     from the image itself (out-of-image pixels zeroed per tile, no padded copy), each tile's
     map is divided by its pixels' overlap counts (row count x column count) before it is added
     into the one image-sized sum, which becomes the heatmap, and the mask is one comparison."""
+    from kerasxai.metrics.protocol import defect_mask, tensorflow_ops, tile_maps
+
     s, stride, chunk = int(tile_size), int(tile_size) - int(overlap), int(batch_size)
-    cut = _mask_cut(pixel_threshold)
+    ops = tensorflow_ops(tf)
 
     @tf.function(input_signature=[tf.TensorSpec((None, None, 3), tf.uint8, name="image")], autograph=False)
     def localize(image):
@@ -165,12 +153,7 @@ def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_thresh
             tiles = tf.where(valid[..., None], tf.gather(pixels, inside), no_pixel)  # zeros, as tile_image
             out = serve_fn(tiles)
             tile_scores = tf.reshape(tf.cast(out["score"], tf.float32), [-1])
-            heat = tf.image.resize(tf.cast(out["heatmap"], tf.float32)[..., None], (s, s), method="bilinear")[..., 0]
-            lo = tf.reduce_min(tf.where(valid, heat, float("inf")), axis=[1, 2], keepdims=True)
-            hi = tf.reduce_max(tf.where(valid, heat, float("-inf")), axis=[1, 2], keepdims=True)
-            span = hi - lo
-            keep = (span > 0) & (tile_scores > score_threshold)[:, None, None] & valid
-            maps = tf.where(keep, tf.clip_by_value((heat - lo) / tf.where(span > 0, span, 1.0), 0.0, 1.0), 0.0)
+            maps = tile_maps(tile_scores, out["heatmap"], valid, (s, s), score_threshold, ops).maps
             count = tf.cast(tf.gather(cover_y, yy)[:, :, None] * tf.gather(cover_x, xx)[:, None, :], tf.float32)
             index = tf.reshape(yy[:, :, None] * pw + xx[:, None, :], [-1])
             # adds row by row into `total` itself (repeated indices add up); tensor_scatter_nd_add
@@ -183,7 +166,7 @@ def make_localize_fn(tf, serve_fn, *, tile_size: int, overlap: int, score_thresh
         _, total, scores = tf.while_loop(lambda i, *_: i < n, step, (tf.constant(0), total, scores),
                                          parallel_iterations=1)
         heatmap = tf.reshape(total, (ph, pw))[:h, :w]
-        mask = tf.cast(heatmap >= cut, tf.uint8)  # == heatmap * 255 >= pixel_threshold
+        mask = tf.cast(defect_mask(heatmap, pixel_threshold), tf.uint8)  # one comparison, no product
         return {"heatmap": heatmap, "mask": mask, "scores": scores.concat(), "positions": tf.stack([ty, tx], axis=1)}
 
     return localize

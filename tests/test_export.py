@@ -283,14 +283,28 @@ def test_coverage_counts_the_tiles_over_each_position(length, overlap):
     assert _coverage(tf, starts, len(want), TILE).numpy().tolist() == want.tolist()
 
 
-def test_mask_cut_is_the_least_map_value_the_mask_keeps():
-    """``map >= cut`` is ``map * 255 >= pixel_threshold`` in float32, for every threshold."""
-    from kerasxai.serving import _mask_cut
+def test_tile_maps_in_tensorflow_ops_match_numpy():
+    """The protocol's one function on TF ops (as the localize signature runs it) gives the
+    NumPy maps within float32 rounding of the two bilinear resizes, the same flags exactly."""
+    import tensorflow as tf
 
-    k = np.float32(255)
-    for thr in range(256):
-        cut = np.float32(_mask_cut(thr))
-        assert cut * k >= thr and np.nextafter(cut, np.float32(-np.inf)) * k < thr, thr
+    from kerasxai.metrics.protocol import tensorflow_ops, tile_maps
+
+    rng = np.random.default_rng(5)
+    heat = rng.normal(size=(6, 7, 7)).astype(np.float32)
+    heat[2] = 1.5  # constant
+    scores = np.array([0.9, 0.2, 0.9, 0.5, 0.7, 0.51], np.float32)
+    valid = np.ones((6, TILE, TILE), bool)
+    valid[4, :, 30:] = False
+    valid[5] = False  # no valid pixel
+    want = tile_maps(scores, heat, valid, TILE, 0.5)
+    got = tf.function(lambda s, h, v: tile_maps(s, h, v, (TILE, TILE), 0.5, tensorflow_ops(tf)))(scores, heat, valid)
+    for k in ("gate", "constant"):
+        assert np.array_equal(getattr(got, k).numpy(), getattr(want, k)), k
+    for k in ("maps", "ungated"):
+        np.testing.assert_allclose(getattr(got, k).numpy(), getattr(want, k), atol=1e-5, err_msg=k)
+    assert want.gate.tolist() == [True, False, True, False, True, True] and want.constant[[2, 5]].all()
+    assert not want.maps[[1, 2, 3, 5]].any() and want.maps[0].max() == 1
 
 
 @pytest.mark.slow

@@ -148,6 +148,20 @@ def test_tile_maps_equal_the_evaluation_protocol():
     np.testing.assert_allclose(tile_maps(scores, heat, 32, 0.5, valid), ref, atol=1e-5)
 
 
+def test_tile_maps_are_the_protocols_bit_for_bit():
+    """predict's per-tile maps are the evaluation's own (computed only for gated-in tiles)."""
+    from kerasxai.metrics.protocol import prepare_maps
+
+    rng = np.random.default_rng(9)
+    scores = rng.random(7)
+    heat = rng.normal(size=(7, 4, 4)).astype(np.float32)
+    valid = np.ones((7, 32, 32), bool)
+    valid[3, 20:] = False
+    ref = prepare_maps(scores, heat, np.zeros((7, 32, 32)), valid, score_threshold=0.5).maps
+    assert np.array_equal(tile_maps(scores, heat, 32, 0.5, valid), ref)
+    assert np.array_equal(tile_maps(scores, heat, 32, 2.0, valid), np.zeros_like(ref))
+
+
 def test_gated_tiles_count_in_blend_but_add_no_evidence():
     grid = TileGrid(32, 8)
     hw = (32, 56)  # two tiles, overlapping columns 24..31

@@ -11,6 +11,7 @@ from kerasxai.metrics import (
     LocalizationMetrics,
     ProtocolMetrics,
     ThresholdFreeMetrics,
+    prepare_maps,
     rank_models,
     upsample_bilinear,
 )
@@ -256,3 +257,39 @@ def test_ranking_ties_share_ranks_and_nan_ranks_last():
                     ["x", "loss"], lower_is_better=["loss"])
     assert r["a"]["x"] == r["b"]["x"] == 1.5 and r["c"]["x"] == 3
     assert r["a"]["loss"] == 1 and r["c"]["loss"] == 2 and r["b"]["loss"] == 3
+
+
+def test_pixel_cut_is_the_least_map_value_the_mask_keeps():
+    """``map >= cut`` is ``map * 255 >= pixel_threshold`` in float32, for every threshold."""
+    from kerasxai.metrics.protocol import pixel_cut
+
+    k = np.float32(255)
+    for thr in range(256):
+        cut = np.float32(pixel_cut(thr))
+        assert cut * k >= thr and np.nextafter(cut, np.float32(-np.inf)) * k < thr, thr
+
+
+@pytest.mark.parametrize("thr", [0, 1, 126.5, 127, 127.3, 254, 255])
+def test_defect_mask_is_the_thresholded_product(thr):
+    from kerasxai.metrics.protocol import defect_mask, pixel_cut
+
+    rng = np.random.default_rng(6)
+    cut = np.float32(pixel_cut(thr))
+    near = np.array([np.nextafter(cut, np.float32(-1)), cut, np.nextafter(cut, np.float32(2))], np.float32)
+    maps = np.concatenate([rng.random(5000).astype(np.float32), near, np.float32([0, 1])])
+    assert np.array_equal(defect_mask(maps, thr), maps * np.float32(255) >= np.float32(thr))
+
+
+def test_tile_maps_is_what_prepare_maps_returns():
+    from kerasxai.metrics.protocol import tile_maps
+
+    rng = np.random.default_rng(8)
+    scores, heat = rng.random(6), rng.normal(size=(6, 5, 5)).astype(np.float32)
+    heat[1] = -2.0
+    valid = rng.random((6, 20, 20)) < 0.8
+    p = prepare_maps(scores, heat, np.zeros((6, 20, 20)), valid, score_threshold=0.4)
+    t = tile_maps(scores, heat, valid, 20, score_threshold=0.4)
+    for k in t._fields:
+        assert np.array_equal(getattr(t, k), getattr(p, k)), k
+    assert t.constant[1] and not t.ungated[1].any()
+    assert np.array_equal(t.gate, scores > 0.4)

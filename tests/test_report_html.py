@@ -165,3 +165,19 @@ def test_evaluate_model_keeps_the_curves_behind_pxap():
         assert np.all(np.diff(c["recall"]) >= 0) and c["recall"][-1] == pytest.approx(1.0)
         area = float(np.sum(np.diff(c["recall"], prepend=0.0) * c["precision"]))
         assert area == pytest.approx(ev.metrics[key], abs=1e-9)
+
+
+def test_overlay_map_is_the_protocols_ungated_map():
+    """The overlay figure draws the tile's protocol map before the score gate; a constant map
+    (any value) draws as zeros, never as interpolation noise stretched to 0..1."""
+    from kerasxai.metrics.protocol import prepare_maps
+    from kerasxai.report import _normalized
+
+    rng = np.random.default_rng(2)
+    valid = np.ones((64, 64), np.uint8)
+    valid[:, 40:] = 0
+    heat = rng.normal(size=(7, 7)).astype(np.float32)
+    want = prepare_maps([0.0], heat[None], np.zeros((1, 64, 64)), valid[None], score_threshold=0.5).ungated[0]
+    assert np.array_equal(_normalized(heat, 64, valid), want) and want.max() == 1 and not want[:, 40:].any()
+    for value in (0.1, 2.5, 7.7):
+        assert not _normalized(np.full((7, 7), value, np.float32), 64, valid).any()

@@ -27,25 +27,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["PreparedMaps", "ProtocolMetrics", "prepare_maps", "upsample_bilinear", "without_gate"]
+__all__ = [
+    "ArrayOps", "NUMPY", "PreparedMaps", "ProtocolMetrics", "TileMaps", "defect_mask", "pixel_cut", "prepare_maps",
+    "score_gate", "tensorflow_ops", "tile_maps", "upsample_bilinear", "without_gate",
+]
 
 
 @lru_cache(maxsize=32)
-def _interp_matrix(src: int, dst: int) -> np.ndarray:
-    """(dst, src) bilinear weights, half-pixel centres, edge clamp (cv2 INTER_LINEAR)."""
-    m = np.zeros((dst, src), np.float32)
+def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps from ``src`` to ``dst`` samples, half-pixel centres, edge clamp (cv2
+    INTER_LINEAR): output i = w_lo[i] * x[lo[i]] + w_hi[i] * x[hi[i]]."""
     pos = (np.arange(dst) + 0.5) * (src / dst) - 0.5
     pos = np.clip(pos, 0, src - 1)
-    lo = np.floor(pos).astype(int)
+    lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, src - 1)
     frac = pos - lo
-    m[np.arange(dst), lo] += 1 - frac
-    m[np.arange(dst), hi] += frac
-    m.setflags(write=False)
-    return m
+    taps = lo, hi, (1 - frac).astype(np.float32), frac.astype(np.float32)
+    for t in taps:
+        t.setflags(write=False)
+    return taps
 
 
 def upsample_bilinear(maps: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -56,11 +60,115 @@ def upsample_bilinear(maps: np.ndarray, size: int | tuple[int, int]) -> np.ndarr
     H, W = (size, size) if np.isscalar(size) else size
     _, h, w = maps.shape
     out = maps
-    if h != H:
-        out = np.einsum("Hh,bhw->bHw", _interp_matrix(h, H), out)
+    if h != H:  # rows first, then columns (np.take keeps the result C-ordered)
+        lo, hi, w_lo, w_hi = _taps(h, H)
+        out = np.take(out, lo, axis=1) * w_lo[:, None] + np.take(out, hi, axis=1) * w_hi[:, None]
     if w != W:
-        out = np.einsum("Ww,bhw->bhW", _interp_matrix(w, W), out)
+        lo, hi, w_lo, w_hi = _taps(w, W)
+        out = np.take(out, lo, axis=2) * w_lo + np.take(out, hi, axis=2) * w_hi
     return out
+
+
+class ArrayOps(NamedTuple):
+    """The array operations :func:`tile_maps` runs on, so one definition serves NumPy (evaluation,
+    ``predict``, the report) and TensorFlow graphs (the SavedModel's ``localize`` signature)."""
+
+    float32: Callable  # x -> float32 array
+    scores: Callable  # (B,) or (B, 1) -> (B,) float64 (compared with the threshold as given)
+    ones_like: Callable
+    min: Callable  # (B, h, w), where=None|(B, h, w) bool -> (B, 1, 1); +inf where nothing counts
+    max: Callable  # likewise, -inf where nothing counts
+    where: Callable
+    clip: Callable  # (x, lo, hi)
+    resize: Callable  # (B, h, w), (H, W) -> (B, H, W) bilinear, half-pixel centres
+
+
+NUMPY = ArrayOps(
+    float32=lambda x: np.asarray(x, np.float32),
+    scores=lambda x: np.asarray(x, np.float64).reshape(-1),
+    ones_like=np.ones_like,
+    min=lambda x, where=None: (x if where is None else np.where(where, x, np.float32(np.inf))).min(axis=(1, 2),
+                                                                                                 keepdims=True),
+    max=lambda x, where=None: (x if where is None else np.where(where, x, np.float32(-np.inf))).max(axis=(1, 2),
+                                                                                                  keepdims=True),
+    where=np.where,
+    clip=np.clip,
+    resize=upsample_bilinear,
+)
+
+
+def tensorflow_ops(tf) -> ArrayOps:
+    """:class:`ArrayOps` in TensorFlow ops (``tf`` passed in: importing this module loads no framework)."""
+    return ArrayOps(
+        float32=lambda x: tf.cast(x, tf.float32),
+        scores=lambda x: tf.reshape(tf.cast(x, tf.float64), [-1]),
+        ones_like=tf.ones_like,
+        min=lambda x, where=None: tf.reduce_min(x if where is None else tf.where(where, x, np.inf), axis=[1, 2],
+                                                keepdims=True),
+        max=lambda x, where=None: tf.reduce_max(x if where is None else tf.where(where, x, -np.inf), axis=[1, 2],
+                                                keepdims=True),
+        where=tf.where,
+        clip=tf.clip_by_value,
+        resize=lambda maps, size: tf.image.resize(maps[..., None], size, method="bilinear")[..., 0],
+    )
+
+
+class TileMaps(NamedTuple):
+    """What :func:`tile_maps` returns, per tile."""
+
+    maps: object  # (B, S, S) float32 in [0, 1]: min-max over valid pixels, 0 where gated, constant or padding
+    ungated: object  # (B, S, S) the same maps before the score gate
+    raw: object  # (B, S, S) float32 upsampled (shifted to min 0), not normalized: peaks and ties
+    gate: object  # (B,) bool: the score is above the threshold (the map counts)
+    constant: object  # (B,) bool: max == min over the valid pixels (or no valid pixel)
+
+
+def tile_maps(scores, heatmaps, valid, size, score_threshold: float | None = 0.5, ops: ArrayOps = NUMPY) -> TileMaps:
+    """The protocol's per-tile maps: upsample, min-max normalize over valid pixels, gate.
+
+    ``scores`` (B,) or (B, 1); ``heatmaps`` (B, h, w) any resolution; ``valid`` (B, S, S)
+    bool; ``size`` S or (S, S2). ``score_threshold=None`` keeps every map. The one definition
+    behind evaluation (:func:`prepare_maps`), ``predict`` (:mod:`kerasxai.localize`), the
+    report's overlays and the SavedModel's ``localize`` signature (``ops``: see :class:`ArrayOps`).
+    """
+    size = (size, size) if np.isscalar(size) else tuple(size)
+    # Shift each map to min 0 first: min-max normalization ignores the shift, and a constant
+    # map becomes exact zeros, so it stays exactly constant through float32 interpolation.
+    heatmaps = ops.float32(heatmaps)
+    raw = ops.resize(heatmaps - ops.min(heatmaps), size)
+    lo = ops.min(raw, where=valid)
+    span = ops.max(raw, where=valid) - lo  # (B, 1, 1)
+    informative = span > 0  # False for a constant map and for a tile without valid pixels
+    maps = (raw - lo) / ops.where(informative, span, np.float32(1.0))
+    ungated = ops.where(informative & valid, ops.clip(maps, np.float32(0.0), np.float32(1.0)), np.float32(0.0))
+    constant = ~informative[:, 0, 0]
+    if score_threshold is None:
+        return TileMaps(ungated, ungated, raw, ops.ones_like(constant), constant)
+    gate = score_gate(scores, score_threshold, ops)
+    return TileMaps(ops.where(gate[:, None, None], ungated, np.float32(0.0)), ungated, raw, gate, constant)
+
+
+def score_gate(scores, score_threshold: float, ops: ArrayOps = NUMPY):
+    """(B,) bool: the tiles whose map counts, score above the threshold."""
+    return ops.scores(scores) > score_threshold
+
+
+def pixel_cut(pixel_threshold: float) -> float:
+    """The least float32 ``x`` with ``float32(x * 255) >= pixel_threshold``: ``map >= cut`` is
+    exactly ``map * 255 >= pixel_threshold`` (float32 maps) without a map-sized product."""
+    thr, k = np.float32(pixel_threshold), np.float32(255)
+    cut = np.float32(thr / k)
+    while np.float32(np.nextafter(cut, -np.inf) * k) >= thr:
+        cut = np.nextafter(cut, np.float32(-np.inf))
+    while np.float32(cut * k) < thr:
+        cut = np.nextafter(cut, np.float32(np.inf))
+    return float(cut)
+
+
+def defect_mask(maps, pixel_threshold: float):
+    """Predicted defect pixels of float32 maps in 0..1: ``map * 255 >= pixel_threshold``
+    (NumPy arrays or TF tensors alike)."""
+    return maps >= pixel_cut(pixel_threshold)
 
 
 @dataclass
@@ -77,7 +185,7 @@ class PreparedMaps:
 
 
 def prepare_maps(scores, heatmaps, masks, valid=None, score_threshold: float | None = 0.5) -> PreparedMaps:
-    """Upsample, min-max normalize (over valid pixels) and gate one batch.
+    """:func:`tile_maps` of one batch with its ground truth, checked.
 
     ``scores`` (B,) or (B, 1); ``heatmaps`` (B, h, w) any resolution; ``masks`` (B, S, S)
     {0,1}; ``valid`` (B, S, S) {0,1} or None (all valid). ``score_threshold=None`` keeps
@@ -94,21 +202,10 @@ def prepare_maps(scores, heatmaps, masks, valid=None, score_threshold: float | N
     heatmaps = np.asarray(heatmaps)
     if scores.shape[0] != B or heatmaps.shape[0] != B:
         raise ValueError(f"batch sizes differ: scores {scores.shape[0]}, heatmaps {heatmaps.shape[0]}, masks {B}")
-    # Shift each map to min 0 first: min-max normalization ignores the shift, and a constant
-    # map becomes exact zeros, so it stays exactly constant through float32 interpolation.
-    heatmaps = np.asarray(heatmaps, np.float32)
-    heatmaps = heatmaps - heatmaps.min(axis=(1, 2), keepdims=True)
-    raw = upsample_bilinear(heatmaps, (S, S2))
-    hi = np.where(valid, raw, -np.inf).max(axis=(1, 2))
-    lo = np.where(valid, raw, np.inf).min(axis=(1, 2))
-    span = hi - lo
-    constant = ~(span > 0)  # also True for a tile without valid pixels
-    safe = np.where(constant, 1.0, span).astype(np.float32)
-    maps = (raw - lo[:, None, None].astype(np.float32)) / safe[:, None, None]
-    gate = np.ones(B, bool) if score_threshold is None else scores > score_threshold
-    ungated = np.where((~constant)[:, None, None] & valid, np.clip(maps, 0.0, 1.0), np.float32(0.0))
-    maps = np.where(gate[:, None, None], ungated, np.float32(0.0))
-    return PreparedMaps(maps, ungated, raw, gate, constant, masks.astype(bool) & valid, valid)
+    if heatmaps.ndim != 3:
+        raise ValueError(f"heatmaps must be (B, h, w), got shape {heatmaps.shape}")
+    t = tile_maps(scores, heatmaps, valid, (S, S2), score_threshold)
+    return PreparedMaps(t.maps, t.ungated, t.raw, t.gate, t.constant, masks.astype(bool) & valid, valid)
 
 
 def without_gate(p: PreparedMaps) -> PreparedMaps:
@@ -153,7 +250,7 @@ class ProtocolMetrics:
         self.update_prepared(prepare_maps(scores, heatmaps, masks, valid, self.score_threshold))
 
     def update_prepared(self, p: PreparedMaps) -> None:
-        pred = (p.maps * 255.0 >= self.pixel_threshold) & p.gate[:, None, None] & ~p.constant[:, None, None] & p.valid
+        pred = defect_mask(p.maps, self.pixel_threshold) & p.gate[:, None, None] & ~p.constant[:, None, None] & p.valid
         gt = p.masks
         tp = (pred & gt).sum(axis=(1, 2))
         fp = (pred & ~gt).sum(axis=(1, 2))
