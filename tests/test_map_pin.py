@@ -299,5 +299,6 @@ if __name__ == "__main__":
         sys.exit("usage: python tests/test_map_pin.py --regen  (rewrites the golden file from this checkout)")
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    here = Path(__file__).resolve().parent
+    sys.path[:0] = [str(here.parent), str(here)]  # the checkout's kerasxai and the test helpers
     regenerate()
