@@ -27,8 +27,9 @@ import numpy as np
 
 from kerasxai.explain import GradCAMExplainer, GradRolloutExplainer, trivial_maps
 from kerasxai.metrics import LocalizationMetrics
+from kerasxai.models.rollout import rollout_sweep
 
-__all__ = ["ModelEvaluation", "OverlayTile", "evaluate_model", "rollout_sweep", "select_overlay_tiles", "tile_key"]
+__all__ = ["ModelEvaluation", "OverlayTile", "evaluate_model", "select_overlay_tiles", "tile_key"]
 
 
 @dataclass
@@ -102,46 +103,6 @@ def select_overlay_tiles(tiles: Iterable[dict], n: int, split: str | None = None
         if len(chosen) == n:
             return chosen
     return (chosen + spare)[:n]
-
-
-def rollout_sweep(attentions, fusions, ratios, num_prefix_tokens=1, grid_size=None) -> dict[tuple, np.ndarray]:
-    """Rollout maps for every (fusion, discard ratio) from one set of attentions, in NumPy.
-
-    The same numbers as :func:`kerasxai.models.rollout.rollout` (fuse heads; per image zero
-    the k = floor(T*T*ratio) smallest entries, ties by lower flat index, never [CLS, CLS];
-    add identity; rows sum to 1; CLS row of A_L ... A_1), but each fused block is sorted
-    once per fusion and reused for every ratio: a grid of 3 x 10 costs 3 sorts per block
-    instead of 30. Tests check it against ``rollout`` and against ``set_rollout`` + predict.
-    """
-    attentions = [np.asarray(a, np.float32) for a in attentions]
-    b, _, t, _ = attentions[0].shape
-    n = t * t
-    if grid_size is None:
-        side = int(round(math.sqrt(t - num_prefix_tokens)))
-        grid_size = (side, side)
-    eye = np.eye(t, dtype=np.float32)[None]
-    reduce = {"mean": np.mean, "max": np.max, "min": np.min}
-    out = {}
-    for f in fusions:
-        fused = [reduce[f](a, axis=1).reshape(b, n) for a in attentions]
-        ordered = [np.sort(x, axis=1) for x in fused]
-        for r in ratios:
-            k = int(math.floor(n * float(r)))
-            row = None
-            for flat, srt in zip(reversed(fused), reversed(ordered)):
-                if k > 0:
-                    kth = srt[:, k - 1 : k]
-                    below = flat < kth
-                    equal = flat == kth
-                    need = k - below.sum(axis=1, keepdims=True)
-                    drop = below | (equal & (np.cumsum(equal, axis=1) <= need))
-                    drop[:, 0] = False
-                    flat = np.where(drop, np.float32(0), flat)
-                a = flat.reshape(b, t, t) + eye
-                a = a / a.sum(axis=-1, keepdims=True)
-                row = a[:, 0, :] if row is None else np.einsum("bt,bts->bs", row, a)
-            out[(f, float(r))] = row[:, num_prefix_tokens:].reshape(b, *grid_size)
-    return out
 
 
 def _np(x):

@@ -243,7 +243,7 @@ def test_cli_scores_other_data_as_a_whole_test_split(tmp_path, capsys):
 
 
 def test_rollout_sweep_equals_the_models_rollout_with_ties():
-    from kerasxai.evaluation import rollout_sweep
+    from kerasxai.models.rollout import rollout_sweep
     from kerasxai.models.rollout import rollout
 
     rng = np.random.default_rng(0)

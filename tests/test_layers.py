@@ -99,6 +99,22 @@ def test_self_attention_matches_numpy_and_fused_path():
     assert roundtrip(fused).return_attention is False
 
 
+def test_self_attention_attend_is_the_call_and_takes_an_offset():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 5, 12)).astype("float32")
+    layer = SelfAttention(3)
+    y, probs = layer(x)
+    out, p = layer.attend(x)
+    assert np.array_equal(np.asarray(out), np.asarray(y)) and np.array_equal(np.asarray(p), np.asarray(probs))
+    offset = rng.normal(size=probs.shape).astype("float32") * 0.1
+    out2, p2 = layer.attend(x, offset)
+    np.testing.assert_allclose(np.asarray(p2), np.asarray(probs) + offset, atol=1e-6)
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    v = (x @ weights[0] + weights[1]).reshape(2, 5, 3, 3, 4)[:, :, 2].transpose(0, 2, 1, 3)  # (B, heads, T, hd)
+    want = (np.asarray(p2) @ v).transpose(0, 2, 1, 3).reshape(2, 5, 12) @ weights[2] + weights[3]
+    np.testing.assert_allclose(np.asarray(out2), want, rtol=1e-4, atol=1e-5)
+
+
 def test_token_layers():
     x = np.arange(2 * 4 * 3, dtype="float32").reshape(2, 4, 3)
     prefix = PrefixTokens(2)

@@ -154,3 +154,16 @@ def test_discard_with_many_ties_matches_a_stable_sort(levels):
         k = int(np.floor(17 * 17 * ratio))
         for i in range(6):
             np.testing.assert_array_equal(got[i].reshape(-1), reference_discard(fused[i], k))
+
+
+def test_one_patch_grid_for_prefix_tokens_and_grids():
+    from kerasxai.models.rollout import infer_prefix_tokens, patch_grid, rollout_sweep
+
+    assert infer_prefix_tokens(17) == 1 and infer_prefix_tokens(198) == 2 and infer_prefix_tokens(197) == 1
+    with pytest.raises(ValueError, match="prefix tokens"):
+        infer_prefix_tokens(20)
+    assert patch_grid(14, 2, (3, 4)) == (3, 4)
+    with pytest.raises(ValueError, match="grid_size"):
+        rollout_sweep([np.ones((1, 1, 14, 14), np.float32)], ["mean"], [0.0], 2)
+    maps = rollout_sweep([np.ones((1, 1, 14, 14), np.float32)], ["mean"], [0.0], 2, (3, 4))
+    assert maps[("mean", 0.0)].shape == (1, 3, 4)

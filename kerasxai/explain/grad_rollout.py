@@ -13,23 +13,22 @@ How d logit / d A_l is obtained (the total derivative, through every later block
   sub-model ``[image, A_1..A_L] -> logit`` cut from ``explain_model(model)``'s graph;
 - for kerasxai's ``SelfAttention`` layers (which return ``(output, probabilities)`` from
   one node, so the graph cannot be cut there), the explain graph is re-run with each such
-  layer replaced by the same computation plus a zero offset on its probabilities, and the
-  gradient is taken with respect to the offsets. A test checks that this re-run reproduces
-  the model's logit and attentions and that the gradient matches finite differences.
+  layer's call replaced by its own ``SelfAttention.attend`` with a zero offset on the
+  probabilities, and the gradient is taken with respect to the offsets. A test checks that
+  this re-run reproduces the model's logit and attentions and that the gradient matches
+  finite differences.
 """
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 
-from keras import ops
-
 from kerasxai.explain.gradients import gradient_fn, value_and_grad
+from kerasxai.models.layers import SelfAttention
+from kerasxai.models.rollout import infer_prefix_tokens, rollout
 
-__all__ = ["GradRolloutExplainer", "gradient_weighted_attention", "infer_prefix_tokens"]
+__all__ = ["GradRolloutExplainer", "gradient_weighted_attention"]
 
 
 def gradient_weighted_attention(attention: np.ndarray, grad: np.ndarray) -> np.ndarray:
@@ -37,37 +36,12 @@ def gradient_weighted_attention(attention: np.ndarray, grad: np.ndarray) -> np.n
     return np.maximum(np.asarray(grad) * np.asarray(attention), 0.0).mean(axis=1)
 
 
-def infer_prefix_tokens(tokens: int) -> int:
-    """CLS (1) or CLS + distillation (2) prefix for T tokens on a square patch grid."""
-    for prefix in (1, 2):
-        side = math.isqrt(tokens - prefix)
-        if side * side == tokens - prefix:
-            return prefix
-    raise ValueError(f"{tokens} tokens is not 1 or 2 prefix tokens plus a square patch grid")
-
-
-def _probed_attention(layer, x, offset):
-    """kerasxai.models.layers.SelfAttention.call with ``offset`` added to its probabilities."""
-    t, dim = x.shape[1], x.shape[2]
-    heads = layer.num_heads
-    head_dim = dim // heads
-    qkv = ops.reshape(ops.matmul(x, layer.qkv_kernel) + layer.qkv_bias, (-1, t, 3, heads, head_dim))
-    q = ops.transpose(qkv[:, :, 0], (0, 2, 1, 3))
-    k = ops.transpose(qkv[:, :, 1], (0, 2, 3, 1))
-    v = ops.transpose(qkv[:, :, 2], (0, 2, 1, 3))
-    probs = ops.softmax(ops.matmul(q, k) * (1.0 / math.sqrt(head_dim)), axis=-1) + offset
-    out = ops.reshape(ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3)), (-1, t, dim))
-    return ops.matmul(out, layer.proj_kernel) + layer.proj_bias, probs
-
-
 def _probe_layers(attentions) -> list | None:
     """The SelfAttention layers producing each attention tensor, or None if any is not one."""
     found = []
     for a in attentions:
         op = getattr(a, "_keras_history", (None,))[0]
-        if type(op).__name__ != "SelfAttention" or not all(
-            hasattr(op, k) for k in ("qkv_kernel", "qkv_bias", "proj_kernel", "proj_bias", "num_heads")
-        ):
+        if not isinstance(op, SelfAttention) or not op.built:
             return None
         found.append(op)
     return found
@@ -105,7 +79,7 @@ class GradRolloutExplainer:
 
         def operation_fn(op):
             if id(op) in index:
-                return lambda x, **_: _probed_attention(op, x, offsets[index[id(op)]])
+                return lambda x, **_: op.attend(x, offsets[index[id(op)]])
             return op
 
         out = self.explainer._run_through_graph(const, operation_fn=operation_fn)
@@ -124,8 +98,6 @@ class GradRolloutExplainer:
         return logit, list(attentions), grads
 
     def __call__(self, images) -> dict[str, np.ndarray]:
-        from kerasxai.models.rollout import rollout
-
         _, attentions, grads = self.attention_gradients(images)
         if all(not np.any(g) for g in grads):
             raise ValueError(

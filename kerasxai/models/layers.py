@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from kerasxai.choices import Fusion, Pooling, check_discard_ratio
-from kerasxai.models.rollout import rollout
+from kerasxai.models.rollout import patch_grid, rollout
 from kerasxai.runtime import jax_on_cpu
 
 register = keras.saving.register_keras_serializable(package="kerasxai")
@@ -132,11 +132,7 @@ class AttentionRollout(keras.layers.Layer):
         return rollout(attentions, self.fusion, self.discard_ratio, self.num_prefix_tokens, self.grid_size)
 
     def compute_output_spec(self, attentions):
-        t = attentions[0].shape[-1]
-        grid = self.grid_size
-        if grid is None:
-            side = int(round(math.sqrt(t - self.num_prefix_tokens)))
-            grid = (side, side)
+        grid = patch_grid(attentions[0].shape[-1], self.num_prefix_tokens, self.grid_size)
         return keras.KerasTensor((attentions[0].shape[0], *grid), dtype="float32")
 
     def get_config(self):
@@ -239,26 +235,41 @@ class SelfAttention(keras.layers.Layer):
         self.proj_bias = self.add_weight(name="proj_bias", shape=(dim,), initializer="zeros")
 
     def call(self, x):
-        t, dim = x.shape[1], x.shape[2]
-        head_dim = dim // self.num_heads
-        qkv = ops.matmul(x, self.qkv_kernel) + self.qkv_bias
-        qkv = ops.reshape(qkv, (-1, t, 3, self.num_heads, head_dim))
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, heads, head_dim)
-        scale = 1.0 / math.sqrt(head_dim)
         if not self.return_attention and not jax_on_cpu():
-            out = ops.dot_product_attention(q, k, v, scale=scale)
-            out = ops.reshape(out, (-1, t, dim))
-            return ops.matmul(out, self.proj_kernel) + self.proj_bias
+            q, k, v, scale = self._qkv(x)
+            return self._project(ops.dot_product_attention(q, k, v, scale=scale))
+        out, probs = self.attend(x)
+        return (out, probs) if self.return_attention else out
+
+    def attend(self, x, offset=None):
+        """``(output, probabilities)`` by the explicit softmax(QK^T)V, the computation ``call``
+        returns attention from. ``offset`` (B, heads, T, T), when given, is added to the
+        probabilities before they weight the values (and is part of the returned ones): a zero
+        offset is what gradient rollout differentiates the logit by."""
+        q, k, v, scale = self._qkv(x)
         # The scale goes on q (T x head_dim), as in timm, not on the T x T logits: XLA's CPU
         # fusion of QK^T and the softmax took it there as a materialized T x T operand.
         q = ops.transpose(q * scale, (0, 2, 1, 3))
         k = ops.transpose(k, (0, 2, 3, 1))
         v = ops.transpose(v, (0, 2, 1, 3))
         probs = ops.softmax(ops.matmul(q, k), axis=-1)  # (B, heads, T, T)
+        if offset is not None:
+            probs = probs + offset
         out = ops.matmul(probs, v)  # (B, heads, T, head_dim)
-        out = ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (-1, t, dim))
-        out = ops.matmul(out, self.proj_kernel) + self.proj_bias
-        return (out, probs) if self.return_attention else out
+        return self._project(ops.transpose(out, (0, 2, 1, 3))), probs
+
+    def _qkv(self, x):
+        """q, k, v (B, T, heads, head_dim) and the logit scale 1/sqrt(head_dim)."""
+        t, dim = x.shape[1], x.shape[2]
+        head_dim = dim // self.num_heads
+        qkv = ops.matmul(x, self.qkv_kernel) + self.qkv_bias
+        qkv = ops.reshape(qkv, (-1, t, 3, self.num_heads, head_dim))
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], 1.0 / math.sqrt(head_dim)
+
+    def _project(self, out):
+        """(B, T, heads, head_dim) -> (B, T, width) through the output projection."""
+        out = ops.reshape(out, (-1, out.shape[1], out.shape[2] * out.shape[3]))
+        return ops.matmul(out, self.proj_kernel) + self.proj_bias
 
     def compute_output_spec(self, x):
         out = keras.KerasTensor(x.shape, dtype=self.compute_dtype)
