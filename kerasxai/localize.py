@@ -7,7 +7,7 @@ is traced once, not once per image), and puts the per-tile maps back into one fu
 map with :func:`kerasxai.data.tiling.stitch`.
 
 Per tile, the evaluation protocol's maps (:func:`kerasxai.metrics.protocol.tile_maps`,
-docs/design.md): the native heatmap is upsampled bilinearly to the tile size and min-max
+docs/architecture.md): the native heatmap is upsampled bilinearly to the tile size and min-max
 normalized to 0..1 over its valid (non-padding) pixels; a tile whose score is at or below
 ``score_threshold`` contributes no defect evidence: its map is zero, yet it still counts in
 the overlap average like any tile (background, not a hole), so blending stays one plain
@@ -227,7 +227,7 @@ class Localizer:
     """Runs a ``{"score", "heatmap"}`` tile model over full images.
 
     Args:
-        model: a kerasxai model (the model contract, docs/design.md) taking (B, S, S, 3) raw pixels.
+        model: a kerasxai model (the model contract, docs/architecture.md) taking (B, S, S, 3) raw pixels.
         tile_size, overlap: the tiling the model was trained with (``cfg.data.tile``).
         score_threshold: tiles at or below it are "good" (``cfg.eval.score_threshold``).
         pixel_threshold: on the 0..255 normalized map (``cfg.eval.pixel_threshold``).

@@ -3,7 +3,7 @@
 Most tests use ``standin_model``: a tiny functional model whose score and CAM heatmap are
 meaningful *by construction* (no training): a fixed 1x1 conv marks bright pixels
 (gray > 0.75) as defect evidence, 4x4 average pooling gives the feature map F, and the CAM
-head (GAP -> Dense with kernel W, heatmap = F*W) follows the model contract (docs/design.md) exactly
+head (GAP -> Dense with kernel W, heatmap = F*W) follows the model contract (docs/architecture.md) exactly
 (mean(heatmap) + b == logit). With W = 200 and b = -2 a tile is defective when more than 1 % of
 it is bright, so a synthetic image with bright squares on a darker noisy background has a
 known answer. This keeps the tests to seconds; a few training steps would not give a model

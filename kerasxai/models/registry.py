@@ -1,6 +1,6 @@
 """Model registry: one `build_model(name, ...)` for every model name, and model utilities.
 
-- `build_model` / `build_from_config`: the model contract (docs/design.md).
+- `build_model` / `build_from_config`: the model contract (docs/architecture.md).
 - `set_rollout`: change head fusion / discard ratio of a built or loaded transformer.
 - `explain_model`: the tensors post-hoc baselines differentiate (logit + features/attentions).
 """
