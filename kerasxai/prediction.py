@@ -10,8 +10,6 @@ loads (:func:`check_out_dir`): it must not hold an input image or a name the bat
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import sys
 import tempfile
@@ -19,6 +17,7 @@ import time
 from pathlib import Path
 
 from kerasxai.runtime import temp_path
+from kerasxai.tables import csv_table
 
 # The batch table, one row per image.
 SUMMARY = "summary.csv"
@@ -143,11 +142,7 @@ def load_localizer(run: Path, **options):
 
 def summary_csv(rows: list[dict]) -> bytes:
     """The batch table: one row per image, in input order (status ok or error)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().encode()
+    return csv_table(SUMMARY_FIELDS, [[r.get(f) for f in SUMMARY_FIELDS] for r in rows]).encode()
 
 
 def one_line(exc: BaseException) -> str:

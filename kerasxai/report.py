@@ -23,7 +23,6 @@ Every file is written to a temporary name and moved into place (``os.replace``).
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import json
@@ -37,6 +36,7 @@ from matplotlib.figure import Figure
 from kerasxai.metrics import METRIC_LABELS, UNGATED_KEYS, rank_models
 from kerasxai.metrics.protocol import defect_mask, tile_maps
 from kerasxai.runtime import atomic_write_bytes, atomic_write_text
+from kerasxai.tables import csv_table, markdown_table
 from kerasxai.thesis import thesis_summary
 
 __all__ = ["write_report", "summary_rows", "metrics_rows", "ranking_rows", "baseline_rows", "THESIS_METRICS", "MAP_METRICS"]
@@ -60,27 +60,21 @@ def _fmt(v, rank: bool = False) -> str:
     return str(v)
 
 
+def _cells(rows: list[dict], columns: list[str], rank: bool) -> list[list[str]]:
+    return [[_fmt(r.get(c, ""), rank) for c in columns] for r in rows]
+
+
 def _csv(rows: list[dict], columns: list[str], rank: bool = False) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt(r.get(c, ""), rank) for c in columns])
-    return buf.getvalue()
+    return csv_table(columns, _cells(rows, columns, rank))
 
 
 def _markdown(rows: list[dict], columns: list[str], headers: list[str], rank: bool = False) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c, ""), rank) for c in columns) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(headers, _cells(rows, columns, rank)) + "\n"
 
 
 def _html_table(rows: list[dict], columns: list[str], headers: list[str], rank: bool = False) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c, ''), rank))}</td>" for c in columns) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in _cells(rows, columns, rank))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

@@ -22,8 +22,6 @@ the reports once the workers are done; workers only run trials.
 from __future__ import annotations
 
 import copy
-import csv
-import io
 import json
 import math
 import os
@@ -37,6 +35,7 @@ from kerasxai import runs, training
 from kerasxai.choices import Metric
 from kerasxai.config import Config, ConfigError, to_yaml
 from kerasxai.runtime import atomic_path, atomic_write_json, atomic_write_text
+from kerasxai.tables import csv_table, markdown_table
 
 CNN_LR = (1e-4, 1e-2)
 TRANSFORMER_LR = (1e-5, 1e-4)
@@ -249,11 +248,8 @@ def trial_rows(oracle) -> list[dict]:
 
 
 def rows_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()) if rows else ["trial"], lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
+    columns = list(rows[0].keys()) if rows else ["trial"]
+    return csv_table(columns, [[r.get(c) for c in columns] for r in rows])
 
 
 def rows_markdown(rows: list[dict], title: str) -> str:
@@ -263,20 +259,13 @@ def rows_markdown(rows: list[dict], title: str) -> str:
     def num(v, f):
         return "" if v is None else format(v, f)
 
-    lines = [
-        f"# {title}",
-        "",
-        "| Trial | Learning rate | Batch size | Loss (val) | Val accuracy, % | Test loss | Test accuracy, % | Status |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        mark = " **best**" if r["best"] else ""
-        lines.append(
-            f"| {r['trial']}{mark} | {num(r['learning_rate'], '.2g')} | {r['batch_size']} | {num(r['val_loss'], '.3f')} "
-            f"| {pct(r['val_accuracy'])} | {num(r['test_loss'], '.3f')} | {pct(r['test_accuracy'])} | {r['status']} |"
-        )
-    lines += ["", "Loss and accuracies are those of each trial's best checkpoint (run folders under runs/)."]
-    return "\n".join(lines) + "\n"
+    table = markdown_table(
+        ["Trial", "Learning rate", "Batch size", "Loss (val)", "Val accuracy, %", "Test loss", "Test accuracy, %", "Status"],
+        [[f"{r['trial']}{' **best**' if r['best'] else ''}", num(r["learning_rate"], ".2g"), r["batch_size"],
+          num(r["val_loss"], ".3f"), pct(r["val_accuracy"]), num(r["test_loss"], ".3f"), pct(r["test_accuracy"]), r["status"]]
+         for r in rows])
+    return "\n".join([f"# {title}", "", table, "",
+                      "Loss and accuracies are those of each trial's best checkpoint (run folders under runs/)."]) + "\n"
 
 
 def parallel_coordinates(rows: list[dict], path: Path, title: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from kerasxai import precision, runs
 from kerasxai.models.contract import inference_view
+from kerasxai.tables import csv_table
 
 from .optim import current_learning_rate
 
@@ -242,10 +243,4 @@ def trim_history(path: Path, next_epoch: int) -> None:
     header, body = rows[0], rows[1:]
     keep = [r for r in body if r and r[0].isdigit() and int(r[0]) < next_epoch]
     if len(keep) != len(body):
-        import io
-
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(keep)
-        runs.atomic_write_text(path, buf.getvalue())
+        runs.atomic_write_text(path, csv_table(header, keep))
