@@ -17,7 +17,9 @@ import math
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from kerasxai.choices import Split
+
+SPLITS = tuple(s.value for s in Split)  # train, val, test: the order of the split fractions
 
 
 def split_counts(n_groups: int, fractions: list[float]) -> list[int]:

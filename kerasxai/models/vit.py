@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import keras
 
+from kerasxai.models.contract import CLS_OUTPUT, DIST_OUTPUT
 from kerasxai.models.layers import AttentionRollout, PositionEmbedding, PrefixTokens, SelectToken, SelfAttention
 
 PATCH, WIDTH, DEPTH, HEADS, MLP, EPS = 16, 192, 12, 3, 768, 1e-6
@@ -104,6 +105,6 @@ def build_vit(
     if training_outputs:
         outputs["logit"] = logit
         if prefix == 2:
-            outputs["cls_logit"] = cls_logit
-            outputs["distill_logit"] = distill_logit
+            outputs[CLS_OUTPUT] = cls_logit
+            outputs[DIST_OUTPUT] = distill_logit
     return keras.Model(inputs, outputs, name=name)
