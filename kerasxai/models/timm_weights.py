@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerasxai.models.rollout import patch_grid
 from kerasxai.models.weights import WeightsError
 
 HEAD_PREFIXES = ("head.", "head_dist.")  # timm's classifier heads: ours has one output
@@ -98,12 +99,7 @@ def resample_pos_embed(posemb, new_grid, num_prefix_tokens=1, old_grid=None):
     timm's `resample_abs_pos_embed` with its defaults (PyTorch's antialiased bicubic)."""
     posemb = np.asarray(posemb, dtype="float32")
     new_grid = (int(new_grid[0]), int(new_grid[1]))
-    n_patches = posemb.shape[1] - num_prefix_tokens
-    if old_grid is None:
-        side = int(round(np.sqrt(n_patches)))
-        old_grid = (side, side)
-    if old_grid[0] * old_grid[1] != n_patches:
-        raise ValueError(f"{n_patches} position embeddings are not a {old_grid[0]}x{old_grid[1]} grid")
+    old_grid = patch_grid(posemb.shape[1], num_prefix_tokens, old_grid)
     if tuple(old_grid) == new_grid:
         return posemb
     prefix, grid = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
