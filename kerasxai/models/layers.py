@@ -211,8 +211,8 @@ class SelfAttention(keras.layers.Layer):
         return_attention: return (output, probabilities) where probabilities are the
             post-softmax, pre-dropout attention (B, heads, T, T). False returns the output
             only (same weights), from the fused `keras.ops.dot_product_attention` except
-            for JAX on the CPU, where that ran 1.6x slower than the explicit softmax(QK^T)V
-            (28.6 vs 18.4 ms for ViT-Tiny at batch 32: its grouped-query dot layout).
+            for JAX on the CPU, where the explicit softmax(QK^T)V is faster (its grouped-query
+            dot layout; BENCHMARKS.md, "Inference: models and backends").
 
     Example:
         y, probs = SelfAttention(3, name="block_0_attn")(x)
