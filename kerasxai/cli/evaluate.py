@@ -15,7 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
+from kerasxai.choices import Split
 from kerasxai.cli.errors import UsageError, guard
+from kerasxai.cli.options import CHECKPOINTS
 
 # One line for --help here and in the `kerasxai` command list.
 DESCRIPTION = "Score runs or shipped models on a prepared dataset and write the report folder."
@@ -29,9 +31,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="run folders made by kerasxai.train, or names of shipped models")
     p.add_argument("--data", default=None, metavar="FILE",
                    help="score on the data: section of this config instead (the whole dataset as test split)")
-    p.add_argument("--split", choices=["train", "val", "test"], default=None, help="tiles to evaluate (default: eval.split)")
+    p.add_argument("--split", choices=[s.value for s in Split], default=None, help="tiles to evaluate (default: eval.split)")
     p.add_argument("--out", default=None, help="report folder (default: reports/eval-<time>)")
-    p.add_argument("--which", choices=["best", "last"], default="best", help="checkpoint of each run")
+    p.add_argument("--which", choices=CHECKPOINTS, default="best", help="checkpoint of each run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="eval.* overrides (e.g. eval.max_tiles=500); data.* overrides score on other data")
