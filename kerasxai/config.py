@@ -249,9 +249,9 @@ def _choice_fields(node, prefix: str = ""):
             yield from _choice_fields(value, key + ".")
 
 
-def choice_keys(cfg: Config | None = None) -> dict[str, type[Choice]]:
-    """``{"model.fusion": Fusion, ...}``: every choice key of `cfg` (default: a default Config)."""
-    return {key: kind for key, kind, _, _ in _choice_fields(cfg if cfg is not None else Config())}
+def choice_keys() -> dict[str, type[Choice]]:
+    """``{"model.fusion": Fusion, ...}``: every choice key of the schema."""
+    return {key: kind for key, kind, _, _ in _choice_fields(Config())}
 
 
 def parse_choices(cfg: Config) -> None:
