@@ -38,7 +38,6 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_intermixed_args(argv)  # key=value may follow options
 
-
     return guard(lambda: prepare(args))
 
 

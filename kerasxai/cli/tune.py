@@ -34,7 +34,6 @@ def main(argv=None) -> int:
                         help="with --workers: stop every process after this many seconds")
     args = parser.parse_args(argv)
 
-
     overrides = list(args.overrides) + ([f"tune.trials={args.trials}"] if args.trials is not None else [])
     again = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
 
