@@ -317,12 +317,17 @@ def read_manifest(prepared_dir) -> dict:
     return json.loads(path.read_text())
 
 
+def tile_counts(prepared_dir) -> dict:
+    """Number of tiles of every split, ``{split: n}`` (one read of the manifest)."""
+    return {split: int(sum(c.values())) for split, c in read_manifest(prepared_dir)["counts"].items()}
+
+
 def count_tiles(prepared_dir, split: str) -> int:
     """Number of tiles of ``split`` (from the manifest)."""
-    m = read_manifest(prepared_dir)
-    if split not in m["counts"]:
+    counts = tile_counts(prepared_dir)
+    if split not in counts:
         raise DataError(f"split '{split}' unknown: use one of {', '.join(SPLITS)}.")
-    return int(sum(m["counts"][split].values()))
+    return counts[split]
 
 
 _FEATURES = {

@@ -49,9 +49,9 @@ def _capped(ds, n: int, cap: Optional[int]):
 
 def check_splits(prepared_dir) -> dict:
     """Tiles per split; a ConfigError when train or val has none (training needs both)."""
-    from kerasxai.data.pipeline import count_tiles
+    from kerasxai.data.pipeline import tile_counts
 
-    counts = {s: count_tiles(prepared_dir, s) for s in ("train", "val", "test")}
+    counts = tile_counts(prepared_dir)
     for split in ("train", "val"):
         if counts[split] == 0:
             raise ConfigError(f"the '{split}' split of '{prepared_dir}' has no tiles: use more images "
