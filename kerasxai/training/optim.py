@@ -66,7 +66,8 @@ def compile_model(model, cfg: Config, learning_rate: Optional[float] = None, dis
 
     Keras asks a target for every output of a dict model, so the datasets carry a dummy
     target for the other outputs (see :func:`kerasxai.training.datasets.targets`); no loss or
-    metric reads it. With `distill`, the DeiT distillation head ("dist_score") also gets a BCE loss.
+    metric reads it. With `distill` (DeiT), the loss is on the two head logits instead (CLS_OUTPUT,
+    DIST_OUTPUT); the metrics stay on "score".
     """
     if distill:  # DeiT: mean of CE(class head, label) and CE(distillation head, teacher label)
         bce = keras.losses.BinaryCrossentropy(from_logits=True)
