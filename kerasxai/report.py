@@ -34,7 +34,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from kerasxai.metrics import METRIC_LABELS, UNGATED_KEYS, rank_models
-from kerasxai.metrics.protocol import defect_mask, tile_maps
+from kerasxai.metrics.protocol import defect_mask, score_gate, tile_maps
 from kerasxai.runtime import atomic_write_bytes, atomic_write_text
 from kerasxai.tables import csv_table, markdown_table
 from kerasxai.thesis import thesis_summary
@@ -248,7 +248,7 @@ def overlay_figure(evaluations, pixel_threshold: float = 127, score_threshold: f
                 t = next(t for t in ev.overlays if t.key == key)
                 norm = _normalized(t.heatmap, size, t.valid)
                 ax.imshow(norm, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-                if t.score > score_threshold:
+                if score_gate(t.score, score_threshold)[0]:
                     ax.contour(defect_mask(norm, pixel_threshold), levels=[0.5], colors="yellow", linewidths=0.8)
                 if i == 0:
                     ax.set_title(ev.label.replace("@", "\n@"), fontsize=7)
