@@ -173,13 +173,14 @@ def defect_mask(maps, pixel_threshold: float):
 
 @dataclass
 class PreparedMaps:
-    """Per-tile normalized maps and flags shared by every accumulator."""
+    """Per-tile normalized maps and flags shared by every accumulator: the fields of
+    :class:`TileMaps` (as NumPy arrays, described there), then the ground truth."""
 
-    maps: np.ndarray  # (B, S, S) float32 in [0, 1]: min-max over valid pixels, 0 where gated/constant
-    ungated: np.ndarray  # (B, S, S) the same maps before the score gate (0 only where constant)
-    raw: np.ndarray  # (B, S, S) float32 upsampled, not normalized (peaks and ties)
-    gate: np.ndarray  # (B,) bool: score above threshold (the map counts)
-    constant: np.ndarray  # (B,) bool: max == min over valid pixels
+    maps: np.ndarray
+    ungated: np.ndarray
+    raw: np.ndarray
+    gate: np.ndarray
+    constant: np.ndarray
     masks: np.ndarray  # (B, S, S) bool ground truth, False on padding
     valid: np.ndarray  # (B, S, S) bool
 
