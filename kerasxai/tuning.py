@@ -34,6 +34,7 @@ import keras_tuner
 from kerasxai import runs, training
 from kerasxai.choices import Metric
 from kerasxai.config import Config, ConfigError, to_yaml
+from kerasxai.models import is_transformer
 from kerasxai.runtime import atomic_path, atomic_write_json, atomic_write_text
 from kerasxai.tables import csv_table, markdown_table
 
@@ -42,7 +43,7 @@ TRANSFORMER_LR = (1e-5, 1e-4)
 
 
 def lr_range(cfg: Config) -> tuple[float, float]:
-    lo, hi = TRANSFORMER_LR if training.is_transformer(cfg.model.name) else CNN_LR
+    lo, hi = TRANSFORMER_LR if is_transformer(cfg.model.name) else CNN_LR
     lo = cfg.tune.lr_min if cfg.tune.lr_min is not None else lo
     hi = cfg.tune.lr_max if cfg.tune.lr_max is not None else hi
     return float(lo), float(hi)

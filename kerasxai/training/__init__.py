@@ -28,7 +28,7 @@ import keras
 from kerasxai import runs
 from kerasxai.choices import Metric
 from kerasxai.config import Config, ConfigError
-from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (is_transformer: used by tuning too)
+from kerasxai.models import MODEL_NAMES, is_transformer  # noqa: F401  (re-exported)
 from kerasxai.models.contract import (  # noqa: F401  (re-exported: the output contract training uses)
     CLS_OUTPUT,
     DIST_OUTPUT,
