@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from kerasxai.data.pipeline import eval_batches, load_split
-    from kerasxai.metrics.protocol import prepare_maps
+    from kerasxai.metrics.protocol import pointing_hits, prepare_maps
     from kerasxai.runs import load_run, resolve_run
     from kerasxai.training import prepare_checked
 
@@ -59,9 +59,7 @@ def main(argv=None) -> int:
         out = model.predict_on_batch(batch["image"].astype("float32"))
         m = prepare_maps(np.asarray(out["score"]), np.asarray(out["heatmap"]), batch["mask"], batch["valid"],
                          cfg.eval.score_threshold)
-        peak = np.where(m.valid, m.raw, -np.inf).max(axis=(1, 2))
-        tied = ((m.raw == peak[:, None, None]) & m.valid) | (m.constant[:, None, None] & m.valid)
-        hits.append((tied & m.masks).sum(axis=(1, 2)) / np.maximum(tied.sum(axis=(1, 2)), 1))
+        hits.append(pointing_hits(m))
         gates.append(m.gate)
         labels.append(batch["label"] > 0)
         defective.append(m.masks.any(axis=(1, 2)))

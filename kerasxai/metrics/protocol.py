@@ -32,7 +32,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 __all__ = [
-    "ArrayOps", "NUMPY", "PreparedMaps", "ProtocolMetrics", "TileMaps", "defect_mask", "pixel_cut", "prepare_maps",
+    "ArrayOps", "NUMPY", "PreparedMaps", "ProtocolMetrics", "TileMaps", "defect_mask", "pixel_cut", "pointing_hits", "prepare_maps",
     "score_gate", "tensorflow_ops", "tile_maps", "upsample_bilinear", "without_gate",
 ]
 
@@ -220,6 +220,15 @@ def _safe_div(num, den):
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
 
 
+def pointing_hits(p: PreparedMaps) -> np.ndarray:
+    """(B,) each tile's pointing-game hit before the score gate: the share of its tied peaks
+    (on the upsampled map; normalization is monotone, ties are exact) inside the mask."""
+    peak = np.where(p.valid, p.raw, -np.inf).max(axis=(1, 2))
+    tied = (p.raw == peak[:, None, None]) & p.valid
+    tied |= p.constant[:, None, None] & p.valid  # a constant map: every pixel ties
+    return _safe_div((tied & p.masks).sum(axis=(1, 2)), tied.sum(axis=(1, 2)))
+
+
 class ProtocolMetrics:
     """Streaming thesis-protocol metrics (pooled, macro, pointing game); O(1) memory.
 
@@ -276,12 +285,7 @@ class ProtocolMetrics:
         for k, v in per.items():
             self.macro_sums[k] += float(v[d].sum())
 
-        # Pointing game on the upsampled map (normalization is monotone, ties are exact).
-        peak = np.where(p.valid, p.raw, -np.inf).max(axis=(1, 2))
-        tied = (p.raw == peak[:, None, None]) & p.valid
-        tied |= p.constant[:, None, None] & p.valid  # a constant map: every pixel ties
-        hit = _safe_div((tied & gt).sum(axis=(1, 2)), tied.sum(axis=(1, 2)))
-        hit = np.where(p.gate, hit, 0.0)
+        hit = np.where(p.gate, pointing_hits(p), 0.0)
         self.pointing_sum += float(hit[d].sum())
 
     def result(self) -> dict:
