@@ -258,15 +258,13 @@ def load_run(run_dir: str | Path, which: str = "best"):
     import keras
 
     import kerasxai.models  # noqa: F401  registers the custom layers for deserialization
+    from kerasxai.models.contract import inference_view
 
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # a corrupt or foreign file
         raise RunError(f"'{path}' could not be loaded: {exc}") from exc
-    out = model.output
-    if isinstance(out, dict) and set(out) - {"score", "heatmap"}:  # last.keras of a distilled DeiT
-        model = keras.Model(model.input, {k: out[k] for k in ("score", "heatmap") if k in out}, name=model.name)
-    return cfg, model
+    return cfg, inference_view(model)  # last.keras of a distilled DeiT has training outputs too
 
 
 def versions() -> dict:
