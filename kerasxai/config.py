@@ -122,6 +122,8 @@ class TrainConfig:
     monitor: str = choice(Metric.val_loss)  # best.keras is the epoch with the best val_loss (min) | val_accuracy (max)
     # keras.distribution.DataParallel over local devices: auto (JAX, >1 device) | on | off
     data_parallel: str = choice(Switch.auto)
+    # split each train batch over the CPU cores, parts run concurrently: auto (JAX on CPU) | on | off
+    host_parallel: str = choice(Switch.auto)
     precision: str = choice(Precision.float32)  # dtype policy of the model: float32 | mixed_bfloat16 (see README)
     bn_momentum: Optional[float] = 0.9  # BatchNormalization momentum (null: the model's own, 0.999 for MobileNetV3)
     balance: bool = True  # oversample defective tiles to 50% in training batches

@@ -10,6 +10,8 @@ from kerasxai.config import Config
 from kerasxai.models import is_transformer
 from kerasxai.models.contract import CLS_OUTPUT, DIST_OUTPUT
 
+from . import host_parallel
+
 WARMUP_START = 0.01  # the cosine schedule warms up from this share of the peak learning rate
 COSINE_FLOOR = 0.01  # ... and decays to this share of it at the last step
 
@@ -81,4 +83,5 @@ def compile_model(model, cfg: Config, learning_rate: Optional[float] = None, dis
         loss_weights=weights,
         metrics={"score": score_metrics()},
     )
+    host_parallel.install(model, host_parallel.resolve_parts(cfg, model))
     return model

@@ -1,0 +1,128 @@
+"""Each train step's batch split over the CPU cores (JAX on CPU, ``train.host_parallel``).
+
+XLA's CPU runtime runs most elementwise fusions of a step on one thread, so one train step keeps
+about one core busy (:mod:`kerasxai.models.host_parallel` says the same of inference). Two
+executions of one compiled function dispatched from two Python threads do run side by side.
+The step here computes the loss gradient of each part of the batch in its own thread (one
+jitted function), then one small jitted function averages the parts' gradients weighted by
+their share of the batch (the gradient of the batch's mean loss), applies the optimizer and
+adds up the metric updates.
+
+What differs from one execution: BatchNormalization normalizes each part with that part's
+statistics (as data-parallel training on several devices does) and its moving statistics take
+the parts' weighted mean. Models that draw random numbers in training (dropout) would draw the
+same numbers in every part, so ``auto`` keeps them on one execution and ``on`` refuses them.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import keras
+import numpy as np
+
+from kerasxai.config import Config, ConfigError
+from kerasxai.runtime import cores, switch_on
+
+KEY = "train.host_parallel"
+
+
+def draws_random_numbers(model) -> bool:
+    """Whether `model` carries random-number state (a seed generator's integer variable)."""
+    return any(not str(v.dtype).startswith(("float", "bfloat")) for v in model.non_trainable_variables)
+
+
+def resolve_parts(cfg: Config, model) -> int:
+    """How many parts each train batch is split into for `cfg` and `model` (1: no split)."""
+    if not switch_on(cfg.train.host_parallel, KEY) or cores() < 2:
+        return 1
+    if keras.distribution.distribution() is not None:
+        return 1  # train.data_parallel already spreads the batch over devices
+    if draws_random_numbers(model):
+        if cfg.train.host_parallel == "on":
+            raise ConfigError(f"key '{KEY}': 'on' needs a model without random layers in training "
+                              "(dropout): the parts would draw the same numbers; set it to auto or off")
+        return 1
+    return cores()
+
+
+def install(model, parts: int) -> None:
+    """Make `model` (compiled, JAX backend) train with each batch split into `parts` parts:
+    ``fit`` and ``train_on_batch`` use :class:`HostParallelTrainStep` from now on."""
+    if parts < 2:
+        return
+    if keras.backend.backend() != "jax":
+        raise ConfigError(f"key '{KEY}': splitting train steps needs KERAS_BACKEND=jax (set it to auto or off)")
+    step = HostParallelTrainStep(model, parts)
+
+    def make_train_function(force=False):
+        if model.train_function is None or force:
+            model.train_function = model._make_function(step)
+
+    model.make_train_function = make_train_function
+    model.train_function = None
+
+
+class HostParallelTrainStep:
+    """``(state, data) -> (logs, state)``, the contract of Keras' JAX ``train_step``, with the
+    forward and backward pass of each part of the batch run concurrently.
+
+    Keras metrics accumulate sums and counts, so the parts' metric updates add up to the
+    update of the whole batch; the loss tracker sees each part's mean loss weighted by its size.
+    """
+
+    def __init__(self, model, parts: int):
+        import jax
+
+        self.model = model
+        self.parts = parts
+        self._pool = ThreadPoolExecutor(parts, thread_name_prefix="kerasxai-train")
+        self._part = jax.jit(self._part_step)
+        self._combine = jax.jit(self._combine_step, donate_argnums=(0,))
+
+    def _part_step(self, state, x, y, sample_weight):
+        """Loss gradient, new non-trainable values and metric values of one part."""
+        import jax
+
+        model = self.model
+        tv, ntv, ov, mv = state
+        grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
+        (_, aux), grads = grad_fn(tv, ntv, mv, x, y, sample_weight, training=True, optimizer_variables=ov)
+        unscaled_loss, y_pred, ntv, mv = aux
+        _, mv = model._update_metrics_variables(mv, unscaled_loss, x, y, y_pred, sample_weight)
+        return grads, ntv, mv
+
+    def _combine_step(self, state, outs, weights):
+        """The batch's update from the parts': weighted gradients and statistics, summed metrics."""
+        import jax
+
+        model = self.model
+        tv, ntv, ov, mv = state
+
+        def weighted(*values):
+            return sum(w * v for w, v in zip(weights, values))
+
+        grads = jax.tree.map(weighted, *[o[0] for o in outs])
+        ntv = [weighted(*vs).astype(vs[0].dtype) for vs in zip(*[o[1] for o in outs])]
+        mv = [start + sum(part - start for part in vs) for start, *vs in zip(mv, *[o[2] for o in outs])]
+        tv, ov = model.optimizer.stateless_apply(ov, grads, tv)
+        with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, mv))):
+            logs = model.get_metrics_result()
+        return logs, (tv, ntv, ov, mv)
+
+    def __call__(self, state, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        n = len(keras.tree.flatten(x)[0])
+        parts = min(self.parts, n)
+        bounds = np.linspace(0, n, parts + 1).round().astype(int)
+        pieces = [keras.tree.map_structure(lambda a: None if a is None else a[lo:hi], (x, y, sample_weight))
+                  for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+        def run(piece):
+            import jax
+
+            return jax.block_until_ready(self._part(state, *piece))
+
+        outs = list(self._pool.map(run, pieces)) if parts > 1 else [run(pieces[0])]
+        weights = [float(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
+        return self._combine(state, outs, weights)
