@@ -13,7 +13,10 @@ a full training run (:func:`kerasxai.training.train`) with its own run folder un
 - ``best_config.yaml``: the config with the best trial's lr and batch size, for ``train``.
 
 A stopped search continues where it stopped (same folder, ``overwrite=False``), with the
-settings it started with (``search.json``; a changed search space is refused). In
+settings it started with (``search.json``; a changed search space is refused). KerasTuner runs
+a trial that was stopped mid-way again with the same hyperparameters; that trial continues its
+run folder from the last completed epoch (:func:`interrupted_attempt`, :func:`kerasxai.training.resume`)
+instead of training from zero. In
 KerasTuner's chief/worker mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
 ``KERASTUNER_ORACLE_PORT``; see kerasxai.tuning_cluster) the chief holds the oracle and writes
 the reports once the workers are done; workers only run trials.
@@ -29,6 +32,7 @@ import shutil
 import traceback
 from pathlib import Path
 
+import keras
 import keras_tuner
 
 from kerasxai import runs, training
@@ -137,11 +141,27 @@ class TrainingHyperModel(keras_tuner.HyperModel):
         return cfg
 
     def fit(self, hp, model, *args, **kwargs):
+        """A fresh training run of the trial (`model` is the one `build` made)."""
         cfg = self.trial_config(hp)
-        print(f"trial {self.trial_id}: learning_rate={cfg.train.learning_rate:.3g} batch_size={cfg.train.batch_size}")
+        self._announce(cfg)
         remove_interrupted_attempts(cfg)
+        return self._metrics(lambda: training.train(cfg, model=model, verbose=self.verbose, progress=False))
+
+    def resume(self, run_dir: Path):
+        """The trial continued in the run folder an interrupted attempt left (epochs already
+        done are not repeated; the model and its optimizer state come from ``last.keras``)."""
+        cfg = runs.run_config(run_dir)
+        self._announce(cfg)
+        print(f"trial {self.trial_id}: continuing the interrupted attempt in {run_dir}")
+        return self._metrics(lambda: training.resume(run_dir, verbose=self.verbose, progress=False))
+
+    def _announce(self, cfg: Config) -> None:
+        print(f"trial {self.trial_id}: learning_rate={cfg.train.learning_rate:.3g} batch_size={cfg.train.batch_size}")
+
+    @staticmethod
+    def _metrics(run) -> dict:
         try:
-            _, summary = training.train(cfg, model=model, verbose=self.verbose, progress=False)
+            _, summary = run()
         except Exception:
             traceback.print_exc()  # KerasTuner would otherwise swallow it into the trial record
             raise
@@ -149,13 +169,31 @@ class TrainingHyperModel(keras_tuner.HyperModel):
         return {k: float(summary[k]) for k in keys if summary.get(k) is not None}
 
 
-def remove_interrupted_attempts(trial_cfg: Config) -> list[Path]:
-    """Run folders of earlier attempts at this trial that no live process holds: KerasTuner
-    runs a trial stopped by a kill again (same trial id) into a new run folder, so these are
-    left over. Returns what was removed."""
+def interrupted_attempt(trial_cfg: Config) -> Path | None:
+    """The run folder in which an interrupted attempt at this trial can continue: the newest
+    one no live process holds, with at least one completed epoch (``state.json``, ``last.keras``)
+    and the trial's own config (same hyperparameters and settings). KerasTuner runs a trial
+    stopped by Ctrl-C or a kill again with the same trial id and values."""
+    for folder in reversed(runs.run_dirs(trial_cfg.train.runs_dir, trial_cfg.name)):
+        if runs.in_use(folder) or not (folder / runs.LAST).is_file():
+            continue
+        try:
+            state = runs.read_state(folder) or {}
+            stored = runs.run_config(folder)
+        except runs.RunError:
+            continue
+        if int(state.get("next_epoch", 0)) >= 1 and stored == trial_cfg:
+            return folder
+    return None
+
+
+def remove_interrupted_attempts(trial_cfg: Config, keep: Path | None = None) -> list[Path]:
+    """Run folders of earlier attempts at this trial that no live process holds, but `keep`
+    (the one the trial continues in, if any): left over by attempts that could not continue
+    (stopped before their first epoch, or with other settings). Returns what was removed."""
     removed = []
     for folder in runs.run_dirs(trial_cfg.train.runs_dir, trial_cfg.name):
-        if not runs.in_use(folder):
+        if folder != keep and not runs.in_use(folder):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
             print(f"removed the run folder of an interrupted attempt at this trial: {folder}")
@@ -166,12 +204,20 @@ class SearchTuner(keras_tuner.BayesianOptimization):
     """BayesianOptimization whose trials are :class:`TrainingHyperModel` runs.
 
     `run_trial` skips KerasTuner's own per-epoch checkpointing: every trial already keeps its
-    best and last model in its run folder.
+    best and last model in its run folder, and a trial run again after an interruption
+    continues that folder (no model is built for it here: the resume loads ``last.keras``).
     """
 
     def run_trial(self, trial, *args, **kwargs):
-        self.hypermodel.trial_id = trial.trial_id
-        self.hypermodel.build_models = True
+        hm = self.hypermodel
+        hm.trial_id = trial.trial_id
+        trial_cfg = hm.trial_config(trial.hyperparameters)
+        attempt = interrupted_attempt(trial_cfg)
+        if attempt is not None:
+            remove_interrupted_attempts(trial_cfg, keep=attempt)
+            keras.backend.clear_session()  # as KerasTuner does before building a trial's model
+            return hm.resume(attempt)
+        hm.build_models = True
         return self._build_and_fit_model(trial, *args, **kwargs)
 
 

@@ -3,18 +3,20 @@ KerasTuner chief + two workers on localhost."""
 
 import csv
 import json
+import signal
 import sys
 from pathlib import Path
 
+import keras
 import pytest
 
-from kerasxai import tuning
+from kerasxai import runs, training, tuning
 from kerasxai.config import ConfigError, load_config
 from kerasxai.tune import main as tune_main
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from test_train import synthetic_overrides  # noqa: E402
+from test_train import history_epochs, synthetic_overrides  # noqa: E402
 
 
 def search_overrides(tmp_path, **extra):
@@ -168,3 +170,67 @@ def test_cluster_stops_everything_when_a_worker_fails(tmp_path):
     for tuner_id, log in logs.items():
         assert log.startswith(f"{tuner_id} 127.0.0.1:8123 -m kerasxai.tune --config "), log
         assert log.rstrip().endswith(" ".join(overrides)), log
+
+
+class SigintAtEpoch(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT to this process) after batch 0 of epoch `epoch`: the epochs before it are
+    kept, the one in progress is dropped."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.current, self.sent = epoch, None, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and not self.sent:
+            self.sent = True
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass  # a KeyboardInterrupt here is lost; the stop request ends the training
+
+
+def trial_runs(folder):
+    return {p.name.split("-trial_")[1].split("-")[0]: p for p in (folder / "runs").iterdir()}
+
+
+@pytest.mark.slow
+def test_a_trial_stopped_mid_way_continues_from_its_last_epoch(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in epoch 2 of trial 1 (trial 0 done), then the same command: trial 1 continues its
+    run folder at epoch 2 with its hyperparameters; trial 0 is not trained again."""
+    train = training.train
+
+    def train_stopping_trial_1(cfg, **kwargs):
+        if cfg.name.endswith("-trial_1"):
+            kwargs["callbacks"] = [*kwargs.get("callbacks", ()), SigintAtEpoch(1)]
+        return train(cfg, **kwargs)
+
+    monkeypatch.setattr(training, "train", train_stopping_trial_1)
+    argv = ["--config", str(REPO / "configs" / "demo.yaml"), *search_overrides(tmp_path, **{"tune.epochs": 3}),
+            "--trials", "2", "--quiet"]
+    assert tune_main(argv) == 130
+    capsys.readouterr()
+    folder = tmp_path / "tuning" / "syn"
+    first = trial_runs(folder)
+    assert sorted(first) == ["0", "1"]
+    assert history_epochs(first["1"]) == [0] and runs.read_state(first["1"])["next_epoch"] == 1
+    done = {p: p.stat().st_mtime_ns for p in first["0"].rglob("*")}
+    hp = runs.run_config(first["1"]).train
+
+    monkeypatch.setattr(training, "train", train)
+    assert tune_main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"trial 1: continuing the interrupted attempt in {first['1']}" in out
+    assert "at epoch 2/3" in out and "Epoch 1/3" not in out  # trial 0 not run again, trial 1 not from 0
+    assert trial_runs(folder) == first  # the same run folders, no new attempt
+    assert history_epochs(first["1"]) == [0, 1, 2]
+    assert {p: p.stat().st_mtime_ns for p in first["0"].rglob("*")} == done
+    rows = read_rows(folder)
+    assert [r["status"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    assert float(rows[1]["learning_rate"]) == hp.learning_rate and int(rows[1]["batch_size"]) == hp.batch_size
+    summary = json.loads((first["1"] / runs.SUMMARY).read_text())
+    assert summary["epochs"] == 3 and float(rows[1]["val_accuracy"]) == pytest.approx(summary["val_accuracy"])
+    last = keras.saving.load_model(first["1"] / runs.LAST)  # one optimizer, carried over
+    assert int(last.optimizer.iterations) == 3

@@ -2,8 +2,9 @@
 
 Bayesian search of learning rate and batch size (KerasTuner); every trial is a full training
 run. Writes trials.csv / trials.md, parallel_coordinates.png and best_config.yaml into
-``<tune.dir>/<name>/``. Run it again on the same config to continue a stopped search; Ctrl-C
-stops the running trial at its next batch end and exits 130.
+``<tune.dir>/<name>/``. Run it again on the same config to continue a stopped search: finished
+trials are kept and an interrupted trial continues its run folder from its last completed
+epoch. Ctrl-C stops the running trial at its next batch end and exits 130.
 
 ``--workers N`` runs the search as a KerasTuner chief and N workers on this machine, one
 process each (:mod:`kerasxai.tuning_cluster`); the chief writes the same reports.
