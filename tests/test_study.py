@@ -48,3 +48,152 @@ def test_results_render_from_saved_files_and_check_each_conclusion(study, tmp_pa
     assert "**Max fusion gives the best F1 for transformers** — thesis protocol: holds" in text
     assert "**CNN CAM beats ViT rollout** — thesis protocol: holds" in text
     assert "for all models (mobilenetv3_large_d 0.3500 vs 0.0200)" in text
+
+
+def _cpu_args(**extra):
+    return Namespace(**({"dataset": "deeppcb", "budget": "cpu", "weights": None, "overrides": []} | extra))
+
+
+@pytest.mark.parametrize("recipe", [None, "tmp"])
+def test_cpu_budget_trains_every_model_with_the_recipe(study, tmp_path, monkeypatch, recipe):
+    """The recipe's train keys for every model (read from the recipe file), its pooling for the CNNs
+    only, full epochs, every validation / test tile, a search space around its rate and batch size."""
+    import yaml
+
+    from kerasxai import tuning
+    from kerasxai.config import load_config
+
+    if recipe:
+        path = tmp_path / "recipe.yaml"
+        path.write_text("model: {name: mobilenetv3_large_d, pooling: lse}\n"
+                        "train: {epochs: 5, steps_per_epoch: 100, batch_size: 16, learning_rate: 0.004, warmup_epochs: 2}\n")
+        monkeypatch.setitem(study.BUDGETS["cpu"], "recipe", str(path))
+    doc = yaml.safe_load((study.REPO / study.BUDGETS["cpu"]["recipe"]).read_text())
+    train, pooling = doc["train"], doc["model"]["pooling"]
+    for model, stem in study.MODELS:
+        overrides = study.search_overrides(_cpu_args(), tmp_path, model, {"steps": {}})
+        keys = {o.split("=", 1)[0] for o in overrides}
+        assert {f"train.{k}" for k in train} <= keys, model
+        cfg = load_config(study.config_path("deeppcb", stem), overrides)
+        tuning.check_config(cfg)
+        t, cnn = cfg.train, model in study.CNNS
+        assert cfg.model.name == model and cfg.tune.trials == study.BUDGETS["cpu"]["trials"]
+        for key, value in train.items():
+            if key not in ("epochs", "steps_per_epoch", "learning_rate"):
+                assert getattr(t, key) == value, (model, key)
+        assert t.steps_per_epoch is None and t.max_val_tiles is None and t.max_test_tiles is None
+        assert cfg.tune.epochs == t.epochs and (t.epochs == train["epochs"] if cnn else t.epochs > train["epochs"])
+        lo, hi = tuning.lr_range(cfg)
+        assert lo < t.learning_rate < hi and (lo < train["learning_rate"] < hi if cnn else hi < train["learning_rate"])
+        assert train["batch_size"] in cfg.tune.batch_sizes
+        assert cfg.model.pooling == (pooling if cnn else "avg"), model
+    assert not any(o.startswith("eval.max_tiles") for o in study.BUDGETS["cpu"]["eval"])
+
+
+def test_cpu_budget_names_a_missing_recipe_key(study, tmp_path, monkeypatch):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("train: {epochs: 5, batch_size: 16}\n")
+    monkeypatch.setitem(study.BUDGETS["cpu"], "recipe", str(path))
+    with pytest.raises(study.StudyError, match=r"recipe\.yaml: train\.learning_rate is not set"):
+        study.budget_overrides("cpu", "vit_tiny_patch16_224")
+
+
+def test_eta_weighs_each_search_by_its_passes(study):
+    state = {"steps": {"tune:mobilenetv3_large": {"seconds": 1000.0}}}
+    small = study.eta_seconds(state, ["tune:vit_tiny_patch16_224"], "small")
+    cpu = study.eta_seconds(state, ["tune:vit_tiny_patch16_224"], "cpu")
+    assert small == pytest.approx(1000.0 * study.COST["vit_tiny_patch16_224"] / study.COST["mobilenetv3_large"])
+    assert cpu == pytest.approx(small * study.BUDGETS["cpu"]["passes"]["transformer"])
+
+
+def test_a_rerun_skips_finished_searches_and_the_evaluation_of_the_same_runs(study, tmp_path, monkeypatch):
+    """Ctrl-C during the second search keeps the first; each rerun runs only what is left, and the
+    evaluation again only when the best runs changed (or --report-only asks)."""
+    calls, interrupt = [], {"mobilenetv3_large_d"}
+
+    def search(args, out, state, model, stem):
+        calls.append(model)
+        if model in interrupt:
+            interrupt.discard(model)
+            raise KeyboardInterrupt
+        state["steps"][f"tune:{model}"] = {"seconds": 1.0, "run": f"runs/{model}", "test_accuracy": 0.5}
+
+    def evaluation(args, out, state):
+        calls.append("evaluate")
+        (out / "report").mkdir(exist_ok=True)
+        (out / "report" / "results.json").write_text("{}")
+        state["steps"]["evaluate"] = {"seconds": 1.0, "runs": study.best_runs(state)}
+
+    monkeypatch.setattr(study, "run_search", search)
+    monkeypatch.setattr(study, "run_evaluation", evaluation)
+    monkeypatch.setattr(study, "write_results", lambda args, out, state: out / "RESULTS.md")
+    out = tmp_path / "study"
+    argv = ["--budget", "cpu", "--out", str(out), "--models", "mobilenetv3_large,mobilenetv3_large_d,vit_tiny_patch16_224"]
+    assert study.main(argv) == 130
+    assert calls == ["mobilenetv3_large", "mobilenetv3_large_d"]
+    assert list(json.loads((out / "state.json").read_text())["steps"]) == ["tune:mobilenetv3_large"]
+    calls.clear()
+    assert study.main(argv) == 0
+    assert calls == ["mobilenetv3_large_d", "vit_tiny_patch16_224", "evaluate"]
+    calls.clear()
+    assert study.main(argv) == 0 and calls == []  # everything done: nothing runs again
+    state = json.loads((out / "state.json").read_text())
+    state["steps"]["tune:vit_tiny_patch16_224"]["run"] = "runs/another"  # a search redone by hand
+    (out / "state.json").write_text(json.dumps(state))
+    assert study.main(argv) == 0 and calls == ["evaluate"]
+    calls.clear()
+    assert study.main([*argv, "--report-only"]) == 0 and calls == ["evaluate"]
+
+
+def test_a_terminated_study_lets_its_step_stop_and_waits_for_it(study, tmp_path):
+    """`kill PID` of the study: the step gets SIGINT (its Ctrl-C: stop at a batch end) and the
+    study waits for it; the step's output is in its log and echoed."""
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    log = tmp_path / "logs" / "step.log"
+    child = ("import signal, sys, time\n"
+             "def stop(*a):\n    print('stopping at the batch end', flush=True); sys.exit(130)\n"
+             "signal.signal(signal.SIGINT, stop)\nprint('re' + 'ady', flush=True)\ntime.sleep(60)\n")
+
+    def kill_when_ready():
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not (log.is_file() and "\nready" in log.read_text()):
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, study._on_sigterm)
+    try:
+        threading.Thread(target=kill_when_ready, daemon=True).start()
+        t0 = time.monotonic()
+        with pytest.raises(study.Terminated):
+            study.run_logged([sys.executable, "-c", child], log, "step")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - t0 < 30
+    assert "stopping at the batch end" in log.read_text()
+
+
+def test_results_name_each_search_space_and_the_overrides_per_model(study, tmp_path):
+    out = tmp_path / "study"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "results.json").write_text(json.dumps({"context": {"tiles": 3600}, "metrics": [], "ranking": []}))
+    state = {"steps": {}}
+    for model in ("mobilenetv3_large", "vit_tiny_patch16_224"):
+        overrides = study.budget_overrides("cpu", model)
+        space = {"tune.lr_min": 0.001 if model in study.CNNS else 0.0001, "tune.lr_max": 0.004,
+                 "tune.batch_sizes": [32, 64], "tune.epochs": 11 if model in study.CNNS else 22}
+        (out / "tuning" / model).mkdir(parents=True)
+        (out / "tuning" / model / "search.json").write_text(json.dumps(space))
+        state["steps"][f"tune:{model}"] = {"cfg_name": model, "run": f"runs/{model}", "learning_rate": 0.002,
+                                           "batch_size": 32, "val_loss": 0.2, "val_accuracy": 0.9, "test_loss": 0.2,
+                                           "test_accuracy": 0.9, "overrides": overrides, "backend": "tensorflow"}
+    text = study.render_results(_cpu_args(), out, state)
+    assert "| mobilenetv3_large | 0.001 to 0.004 | 32, 64 | 11 |" in text
+    assert "| vit_tiny_patch16_224 | 0.0001 to 0.004 | 32, 64 | 22 |" in text
+    cnn, vit = (" ".join(state["steps"][f"tune:{m}"]["overrides"]) for m in ("mobilenetv3_large", "vit_tiny_patch16_224"))
+    assert f"mobilenetv3_large: `{cnn}`; vit_tiny_patch16_224: `{vit}`; evaluation `all test tiles`" in text
+    assert "backend tensorflow;" in text and "train for the recipe's passes over every training tile" in text

@@ -2,6 +2,7 @@
 
     python tools/reproduce_study.py --dataset deeppcb --budget small
     python tools/reproduce_study.py --dataset deeppcb --budget small --report-only   # re-evaluate + re-render
+    python tools/reproduce_study.py --dataset deeppcb --budget cpu    # models that learn: 2-3 days on 2 cores
     python tools/reproduce_study.py --dataset deeppcb --budget full --weights imagenet  # GPU-sized
 
 For each of the seven models: a KerasTuner search (`python -m kerasxai.tune`), the best
@@ -10,11 +11,21 @@ trial's run as the trained model (each trial is a full training run, as the thes
 (`python -m kerasxai.evaluate`: tables 3.4/3.5, full-vs-downscaled bars, fusion x discard
 grids, baselines) and RESULTS.md rendered from the saved files only.
 
+Budgets (BUDGETS): `small` shows the flow in under two hours (a few hundred tiles an epoch: every
+model stays a base-rate classifier); `cpu` trains every model with the random-init recipe of
+configs/deeppcb_locator.yaml on all training tiles each epoch, two trials per model, and
+evaluates on all test tiles: about two to three days on 2 CPU cores with the TensorFlow backend
+(its default here), nearly half of it the two EfficientNetV2-S; `full` is the thesis' 10 trials x
+20 epochs.
+
 Every step runs in its own process (clean memory, crash isolation) and is recorded in
-`<out>/state.json` when it completes: rerunning the same command skips finished steps and
-continues an interrupted search where KerasTuner stopped. Progress and an estimate of the
-remaining time are printed between steps. DeiT-distilled learns its distillation head from
-the best CNN of the study (hard-label distillation), so the CNNs run first.
+`<out>/state.json` when it completes. Stop the study at any time (Ctrl-C, `kill PID`, a reboot)
+and rerun the same command, as often as needed: finished steps are skipped (the evaluation too,
+while the runs it scored are the best ones), finished trials are kept, and the interrupted trial
+continues its run folder from its last completed epoch (kerasxai.tuning). Ctrl-C and `kill`
+let the running trial stop at its next batch end. Progress and an estimate of the remaining time
+are printed between steps. DeiT-distilled learns its distillation head from the best CNN of the
+study (hard-label distillation), so the CNNs run first.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -55,8 +67,28 @@ COST = {"mobilenetv3_large": 1.0, "mobilenetv3_large_d": 0.91, "efficientnetv2_s
         "efficientnetv2_s_d": 2.4, "vit_tiny_patch16_224": 0.76, "deit_tiny_patch16_224": 0.79,
         "deit_tiny_distilled_patch16_224": 1.41}
 
-# Budgets: config overrides for every search. "small" fits a 2-core CPU (a subset of tiles
-# per epoch, two trials); "full" is the study's 10 trials x 20 epochs (meant for a GPU).
+# Budgets: config overrides for every search ("overrides", or "recipe": see recipe_overrides),
+# trials per search, evaluation overrides. "small" fits a 2-core CPU in under two hours (a subset
+# of tiles per epoch, two trials); "full" is the study's 10 trials x 20 epochs (meant for a GPU).
+#
+# "cpu": the random-init recipe of configs/deeppcb_locator.yaml for every model, sized for 2 CPU
+# cores. Its curve (BENCHMARKS.md, "Time to accuracy") reaches validation AUC 0.977 after its 11
+# passes over the training tiles, still rising slowly: the passes decide, so every epoch is a
+# full pass (train.steps_per_epoch=null, at either batch size) and a CNN gets the recipe's
+# passes. A transformer gets twice as many: without a CNN's locality and translation
+# equivariance a ViT / DeiT from random init learns from 12,600 tiles more slowly (DeiT trains
+# 300 epochs on ImageNet where a ResNet takes about 90); twice is what a budget of days affords,
+# and each trial's history.csv shows whether it was enough. Search space: the learning rate
+# log-uniform around the recipe's (CNNs: half to twice it; transformers: a twentieth to a half
+# of it, not measured here: AdamW on a transformer from scratch is run well below a CNN's Adam
+# rate, and the thesis' [1e-5, 1e-4] is a fine-tuning range), the batch size the recipe's or
+# twice it; two trials, the fewest that make a search. model.pooling (the recipe's log-sum-exp)
+# goes to the CNNs only: a transformer's score has no CAM to pool (the key is not read for it).
+# Validation, test summaries and the evaluation use every tile. The TensorFlow backend is the
+# default here: it ran the recipe's train step at 28 tiles/s against JAX's 15 (BENCHMARKS.md,
+# "Train step"); KERAS_BACKEND still wins. Cost, estimated from the recipe's ~9.5 min a pass
+# (mobilenetv3_large_d) and COST: about 33 h for the CNNs (EfficientNetV2-S 16 h), 22 h for the
+# transformers, 1.5 h for the evaluation.
 BUDGETS = {
     "small": {
         "trials": 2,
@@ -64,6 +96,22 @@ BUDGETS = {
                       "train.max_test_tiles=512", "train.balance=true", "train.reduce_lr.patience=1",
                       "train.bn_momentum=0.9"],  # MobileNetV3's 0.999 gives constant scores on short runs
         "eval": ["eval.max_tiles=400", "eval.batch_size=32"],
+        "caveat": "these models start from random weights and see a few hundred tiles per epoch for a few epochs "
+                  "(budget above), so their maps are those of weak classifiers",
+    },
+    "cpu": {
+        "trials": 2,
+        "recipe": "configs/deeppcb_locator.yaml",
+        "passes": {"cnn": 1, "transformer": 2},  # multiples of the recipe's train.epochs
+        "lr_space": {"cnn": (0.5, 2.0), "transformer": (0.05, 0.5)},  # multiples of its learning rate
+        "batch_space": (1, 2),  # multiples of its batch size
+        "eval": [],
+        "backend": "tensorflow",
+        # the evaluation in units of a mobilenetv3_large search, for the ETA: the small budget's
+        # evaluation (564 s for 400 tiles) scaled to 3,600 tiles, against 2 x 11 passes of ~10 min
+        "eval_cost": 0.4,
+        "caveat": "these models start from random weights and train for the recipe's passes over every training "
+                  "tile (budget above)",
     },
     "full": {"trials": 10, "overrides": ["tune.epochs=20"], "eval": []},
 }
@@ -73,6 +121,80 @@ THESIS_COLS = ["pooled_f1", "pooled_precision", "pooled_jaccard", "pooled_accura
 
 class StudyError(RuntimeError):
     """A step failed; the message names it and where its log is."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`): the study stops like on Ctrl-C, the running step at its batch end."""
+
+
+# ------------------------------------------------------------------------------ budgets
+
+
+def family(model: str) -> str:
+    return "cnn" if model in CNNS else "transformer"
+
+
+def _flat(section: dict, prefix: str) -> dict:
+    out = {}
+    for k, v in section.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _value(v) -> str:
+    """A YAML value as an override's right-hand side."""
+    return "null" if v is None else json.dumps(v) if isinstance(v, (bool, list)) else str(v)
+
+
+def recipe_overrides(recipe: Path, model: str, budget: dict) -> dict[str, object]:
+    """``{key: value}`` overrides that train `model` with the recipe config's ``train:`` keys
+    (its epochs scaled by the budget's passes for the model's family, every epoch a full pass,
+    the learning rate the centre of the search space: the recipe's for CNNs), its ``model:`` keys
+    but the name for CNNs, a search space around its learning rate and batch size, and every
+    validation and test tile."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(recipe.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StudyError(f"recipe config {recipe} is unreadable ({exc}): the cpu budget reads its train: section")
+    train = doc.get("train") or {}
+    missing = [k for k in ("epochs", "learning_rate", "batch_size") if k not in train]
+    if missing:
+        raise StudyError(f"recipe config {recipe}: train.{missing[0]} is not set; the cpu budget needs "
+                         "train.epochs, train.learning_rate and train.batch_size there")
+    kind = family(model)
+    epochs = int(budget["passes"][kind] * train["epochs"])
+    lo, hi = (float(f"{f * float(train['learning_rate']):.6g}") for f in budget["lr_space"][kind])
+    ov = _flat(train, "train.")
+    ov.update({"train.epochs": epochs, "train.learning_rate": float(f"{(lo * hi) ** 0.5:.6g}"),
+               "train.steps_per_epoch": None, "train.max_val_tiles": None, "train.max_test_tiles": None,
+               "tune.epochs": epochs, "tune.lr_min": lo, "tune.lr_max": hi,
+               "tune.batch_sizes": [int(f * train["batch_size"]) for f in budget["batch_space"]]})
+    if kind == "cnn":
+        ov.update(_flat({k: v for k, v in (doc.get("model") or {}).items() if k != "name"}, "model."))
+    return ov
+
+
+def budget_overrides(name: str, model: str) -> list[str]:
+    """The config overrides of budget `name` for the search of `model`."""
+    budget = BUDGETS[name]
+    if "recipe" not in budget:
+        return list(budget["overrides"])
+    return [f"{k}={_value(v)}" for k, v in recipe_overrides(REPO / budget["recipe"], model, budget).items()]
+
+
+def backend(budget: str) -> str:
+    """The Keras backend the steps run with: KERAS_BACKEND, else the budget's, else JAX."""
+    return os.environ.get("KERAS_BACKEND") or BUDGETS[budget].get("backend", "jax")
+
+
+def cost(budget: str, model: str) -> float:
+    """Relative wall time of `model`'s search at `budget` (COST scaled by the passes per trial)."""
+    return COST[model] * BUDGETS[budget].get("passes", {}).get(family(model), 1)
 
 
 # ------------------------------------------------------------------------------ state
@@ -87,16 +209,17 @@ def save_state(out: Path, state: dict) -> None:
     atomic_write_json(out / "state.json", state)
 
 
-def eta_seconds(state: dict, remaining: list[str]) -> float | None:
+def eta_seconds(state: dict, remaining: list[str], budget: str = "small") -> float | None:
     """Remaining time from the seconds per cost unit of the finished search steps."""
     done = [(k, v["seconds"]) for k, v in state["steps"].items() if k.startswith("tune:")]
     if not done:
         return None
-    per_unit = sum(s for _, s in done) / sum(COST[k.split(":", 1)[1]] for k, _ in done)
+    per_unit = sum(s for _, s in done) / sum(cost(budget, k.split(":", 1)[1]) for k, _ in done)
+    evaluation = BUDGETS[budget].get("eval_cost", 0.15 * sum(COST.values()))
     total = 0.0
     for step in remaining:
         kind, _, model = step.partition(":")
-        total += per_unit * COST[model] if kind == "tune" else 0.15 * per_unit * sum(COST.values())
+        total += per_unit * (cost(budget, model) if kind == "tune" else evaluation)
     return total
 
 
@@ -110,20 +233,57 @@ def fmt_duration(s: float | None) -> str:
 # ------------------------------------------------------------------------------ steps
 
 
-def run_logged(cmd: list[str], log: Path, step: str) -> None:
-    """Run a step's command, echoing and logging its output; raise StudyError on failure."""
+def _stop_with_parent() -> None:
+    """In the step's process (Linux): SIGINT when the study's process dies, so even a `kill -9`
+    of the study stops the step at a batch end instead of leaving it running alone."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
+def run_logged(cmd: list[str], log: Path, step: str, env: dict | None = None) -> None:
+    """Run a step's command, its output going to the log (so it outlives this process) and echoed
+    here; raise StudyError on failure. Interrupted (Ctrl-C, SIGTERM), the step is left to stop
+    at its next batch end (SIGTERM passed on as SIGINT) and waited for before the interrupt goes on."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"$ {shlex.join(cmd)}", flush=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     with open(log, "a") as fh:
         fh.write(f"\n$ {shlex.join(cmd)}\n")
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        for line in proc.stdout:
-            fh.write(line)
-            sys.stdout.write(line)
-        rc = proc.wait()
-    if rc != 0:
-        raise StudyError(f"step {step} failed (exit {rc}); its log: {log}. Fix the cause and rerun the same command to continue.")
+        fh.flush()
+        start = fh.tell()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
+    with open(log, "rb") as tail:
+        tail.seek(start)
+
+        def echo():
+            chunk = tail.read()
+            if chunk:
+                sys.stdout.write(chunk.decode(errors="replace"))
+                sys.stdout.flush()
+
+        try:
+            while proc.poll() is None:
+                echo()
+                time.sleep(0.5)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, Terminated):  # the terminal's Ctrl-C reached the step already
+                proc.send_signal(signal.SIGINT)
+            proc.wait()
+            echo()
+            raise
+        echo()
+    if proc.returncode != 0:
+        raise StudyError(f"step {step} failed (exit {proc.returncode}); its log: {log}. Fix the cause and rerun "
+                         "the same command to continue.")
 
 
 def config_path(dataset: str, stem: str) -> Path:
@@ -135,7 +295,7 @@ def config_path(dataset: str, stem: str) -> Path:
 
 def search_overrides(args, out: Path, model: str, state: dict) -> list[str]:
     budget = BUDGETS[args.budget]
-    ov = [f"tune.dir={out / 'tuning'}", f"tune.trials={budget['trials']}", *budget["overrides"]]
+    ov = [f"tune.dir={out / 'tuning'}", f"tune.trials={budget['trials']}", *budget_overrides(args.budget, model)]
     if args.weights:
         ov.append(f"model.weights={args.weights}")
     if model.startswith("deit_tiny_distilled"):
@@ -176,29 +336,53 @@ def run_search(args, out: Path, state: dict, model: str, stem: str) -> None:
     overrides = search_overrides(args, out, model, state)
     cfg = load_config(cfg_file, overrides)  # validates before anything runs
     cmd = [sys.executable, "-m", "kerasxai.tune", "--config", str(cfg_file), "--quiet", *overrides]
+    step = f"tune:{model}"
     t0 = time.time()
-    run_logged(cmd, out / "logs" / f"tune_{model}.log", f"tune:{model}")
+    try:
+        run_logged(cmd, out / "logs" / f"tune_{model}.log", step, step_env(args))
+    except KeyboardInterrupt:  # the time spent counts when the search continues
+        partial = state.setdefault("partial_seconds", {})
+        partial[step] = round(partial.get(step, 0.0) + time.time() - t0, 1)
+        save_state(out, state)
+        raise
     best, run = best_trial_run(out, cfg.name)
     summary = json.loads((run / "summary.json").read_text())
-    state["steps"][f"tune:{model}"] = {
-        "seconds": round(time.time() - t0, 1), "config": str(cfg_file.relative_to(REPO)), "cfg_name": cfg.name,
+    earlier = state.get("partial_seconds", {}).pop(step, 0.0)
+    state["steps"][step] = {
+        "seconds": round(earlier + time.time() - t0, 1), "config": str(cfg_file.relative_to(REPO)),
+        "cfg_name": cfg.name,
         "run": _rel(run), "learning_rate": float(best["learning_rate"]), "batch_size": int(best["batch_size"]),
         "val_loss": summary.get("val_loss"), "val_accuracy": summary.get("val_accuracy"),
         "test_loss": summary.get("test_loss"), "test_accuracy": summary.get("test_accuracy"),
         "seconds_per_epoch": summary.get("seconds_per_epoch"), "epochs": summary.get("epochs"),
+        "overrides": budget_overrides(args.budget, model), "backend": backend(args.budget),
     }
     if model in CNNS:
         state["teacher_run"] = pick_teacher(state)
 
 
+def step_env(args) -> dict:
+    return dict(os.environ, KERAS_BACKEND=backend(args.budget))
+
+
+def best_runs(state: dict) -> list[str]:
+    return [state["steps"][f"tune:{m}"]["run"] for m, _ in MODELS if f"tune:{m}" in state["steps"]]
+
+
+def evaluation_done(out: Path, state: dict) -> bool:
+    """Whether the saved evaluation scored exactly the best runs the state holds now."""
+    done = state["steps"].get("evaluate")
+    return bool(done) and done.get("runs") == best_runs(state) and (out / "report" / "results.json").is_file()
+
+
 def run_evaluation(args, out: Path, state: dict) -> None:
-    runs = [state["steps"][f"tune:{m}"]["run"] for m, _ in MODELS if f"tune:{m}" in state["steps"]]
+    runs = best_runs(state)
     report = out / "report"
     cmd = [sys.executable, "-m", "kerasxai.evaluate", "--runs", *runs, "--out", str(report), "--no-progress",
            *BUDGETS[args.budget]["eval"]]
     t0 = time.time()
-    run_logged(cmd, out / "logs" / "evaluate.log", "evaluate")
-    state["steps"]["evaluate"] = {"seconds": round(time.time() - t0, 1), "report": _rel(report)}
+    run_logged(cmd, out / "logs" / "evaluate.log", "evaluate", step_env(args))
+    state["steps"]["evaluate"] = {"seconds": round(time.time() - t0, 1), "report": _rel(report), "runs": runs}
 
 
 # ------------------------------------------------------------------------------ RESULTS.md
@@ -345,6 +529,39 @@ def ungated_discussion(base: list[dict]) -> list[str]:
             f"(the defect pixel share) for {verdict} models ({'; '.join(parts)}): {tail}."]
 
 
+def used_overrides(args, state: dict) -> str:
+    """The search overrides as each search recorded them (the budget's for older states), one
+    list when all models shared it, else one per model."""
+    by_model = {m: state["steps"][f"tune:{m}"].get("overrides") or budget_overrides(args.budget, m)
+                for m, _ in MODELS if f"tune:{m}" in state["steps"]}
+    lists = {tuple(v) for v in by_model.values()}
+    if len(lists) <= 1:
+        return f"`{' '.join(next(iter(lists), ()))}`"
+    groups: dict[tuple, list[str]] = {}
+    for m, ov in by_model.items():
+        groups.setdefault(tuple(ov), []).append(m)
+    return "; ".join(f"{', '.join(ms)}: `{' '.join(ov)}`" for ov, ms in groups.items())
+
+
+def used_backend(args, state: dict) -> str:
+    names = sorted({v["backend"] for v in state["steps"].values() if v.get("backend")})
+    return ", ".join(names) or backend(args.budget)
+
+
+def search_space_rows(out: Path, state: dict) -> list[list]:
+    """One row per finished search: the space its search.json records."""
+    rows = []
+    for model, _ in MODELS:
+        step = state["steps"].get(f"tune:{model}")
+        path = out / "tuning" / step["cfg_name"] / "search.json" if step else None
+        if path is None or not path.is_file():
+            continue
+        space = json.loads(path.read_text())
+        rows.append([model, f"{space['tune.lr_min']:.3g} to {space['tune.lr_max']:.3g}",
+                     ", ".join(map(str, space["tune.batch_sizes"])), str(space["tune.epochs"])])
+    return rows
+
+
 def render_results(args, out: Path, state: dict) -> str:
     report = out / "report"
     results = json.loads((report / "results.json").read_text())
@@ -363,9 +580,9 @@ def render_results(args, out: Path, state: dict) -> str:
         f"- Data: DeepPCB train/val part (1,000 pairs, tested images and defect-free templates), 224 px tiles with 2 px "
         f"overlap, split by source pair 0.7 / 0.1 / 0.2 (seed 42). Masks are the filled annotation boxes.",
         f"- Budget `{args.budget}`: {budget['trials']} KerasTuner Bayesian trials per model, overrides "
-        f"`{' '.join(budget['overrides'])}`; evaluation `{' '.join(budget['eval']) or 'all test tiles'}`.",
+        f"{used_overrides(args, state)}; evaluation `{' '.join(budget['eval']) or 'all test tiles'}`.",
         f"- Weights: {args.weights or 'random initialisation (no pretrained weights offline)'}; backend "
-        f"{os.environ.get('KERAS_BACKEND', 'jax')}; machine: {cores()} CPU cores, {platform.machine()}.",
+        f"{used_backend(args, state)}; machine: {cores()} CPU cores, {platform.machine()}.",
         f"- Wall time of all steps: {fmt_duration(wall)} ({step_times}).",
         "",
         "The study (thesis tables 3.2 / 3.4) fine-tuned ImageNet weights for 10 trials x 20 epochs on its own PCB "
@@ -386,6 +603,11 @@ def render_results(args, out: Path, state: dict) -> str:
                      f"[run]({_rel(s['run'])})", (f"{t[0]:g} / {t[1]} / {t[4]:.2f}" if t else "-")])
     L.append(_table(["Model", "Learning rate", "Batch size", "Val loss", "Val accuracy, %", "Test accuracy, %",
                      "s / epoch", "Run", "Thesis PCB: lr / batch / test acc %"], rows))
+    space = search_space_rows(out, state)
+    if space:
+        L += ["", "Search space per model (each search's `search.json`): learning rate log-uniform between the "
+              "bounds, batch size one of those listed.", "",
+              _table(["Model", "Learning rate", "Batch sizes", "Epochs per trial"], space)]
     L += ["", "Search tables and parallel-coordinates figures per model: "
           + ", ".join(f"[{m}]({_rel(out / 'tuning' / state['steps'][f'tune:{m}']['cfg_name'] / 'trials.md')})"
                       for m, _ in MODELS if f"tune:{m}" in state["steps"]) + ".", ""]
@@ -443,8 +665,8 @@ def render_results(args, out: Path, state: dict) -> str:
     # every map gated off (or nearly): no predicted pixel and no pointing hit under the thesis protocol
     off = sorted({_model_of(k) for k, m in metrics.items()
                   if not m.get("pooled_precision") and not m.get("pooled_recall") and not m.get("pointing_game")})
-    L += ["", "Caveat, measured rather than assumed: these models start from random weights and see a few hundred "
-          "tiles per epoch for a few epochs (budget above), so their maps are those of weak classifiers; the study's "
+    caveat = budget.get("caveat", BUDGETS["small"]["caveat"])
+    L += ["", f"Caveat, measured rather than assumed: {caveat}; the study's "
           "models were ImageNet-pretrained and trained for 20 epochs. "
           + (f"Here {len(off)} of {len(models)} models ({', '.join(off)}) scored every evaluated tile at or below the 0.5 gate, so "
              "the thesis-protocol columns are zero for them and only the ungated columns compare their maps. " if off else "")
@@ -480,6 +702,7 @@ def main(argv=None) -> int:
     state = load_state(out)
     state.setdefault("started", time.strftime("%Y-%m-%d %H:%M:%S"))
     models = MODELS if not args.models else [(m, s) for m, s in MODELS if m in args.models.split(",")]
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if not (args.report_only or args.render_only):
             todo = [f"tune:{m}" for m, _ in models if f"tune:{m}" not in state["steps"]] + ["evaluate"]
@@ -490,19 +713,29 @@ def main(argv=None) -> int:
                     print(f"[{i + 1}/{len(models)}] {model}: done earlier, skipped")
                     continue
                 print(f"\n[{i + 1}/{len(models)}] {model}: search ({fmt_duration(time.time() - t_start)} elapsed, "
-                      f"about {fmt_duration(eta_seconds(state, todo))} left)", flush=True)
+                      f"about {fmt_duration(eta_seconds(state, todo, args.budget))} left)", flush=True)
                 run_search(args, out, state, model, stem)
                 todo.remove(step)
                 save_state(out, state)
+        if args.render_only:
+            pass
+        elif not args.report_only and evaluation_done(out, state):
+            print("\nevaluation: done earlier for these runs, skipped")
+        else:
+            print(f"\nevaluation of {len(best_runs(state))} best runs ...", flush=True)
             state["steps"].pop("evaluate", None)
-        if not args.render_only:
-            print(f"\nevaluation of {len(models)} best runs ...", flush=True)
             run_evaluation(args, out, state)
             save_state(out, state)
         path = write_results(args, out, state)
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished steps and trials are kept; run the same command again to continue "
+              "(an interrupted trial continues from its last completed epoch)", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"\nwritten: {path} (report: {out / 'report' / 'report.html'})")
     return 0
 
