@@ -145,14 +145,17 @@ def test_a_rerun_skips_finished_searches_and_the_evaluation_of_the_same_runs(stu
     assert study.main([*argv, "--report-only"]) == 0 and calls == ["evaluate"]
 
 
-def test_a_terminated_study_lets_its_step_stop_and_waits_for_it(study, tmp_path):
-    """`kill PID` of the study: the step gets SIGINT (its Ctrl-C: stop at a batch end) and the
-    study waits for it; the step's output is in its log and echoed."""
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_an_interrupted_study_lets_its_step_stop_and_waits_for_it(study, tmp_path, signum):
+    """`kill PID` or Ctrl-C of the study: the step gets one SIGINT (stop at a batch end) and the
+    study waits for it; the step's output is in its log."""
     import os
     import signal
     import sys
     import threading
     import time
+
+    signum = getattr(signal, signum)
 
     log = tmp_path / "logs" / "step.log"
     child = ("import signal, sys, time\n"
@@ -163,13 +166,13 @@ def test_a_terminated_study_lets_its_step_stop_and_waits_for_it(study, tmp_path)
         end = time.monotonic() + 30
         while time.monotonic() < end and not (log.is_file() and "\nready" in log.read_text()):
             time.sleep(0.1)
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
     previous = signal.signal(signal.SIGTERM, study._on_sigterm)
     try:
         threading.Thread(target=kill_when_ready, daemon=True).start()
         t0 = time.monotonic()
-        with pytest.raises(study.Terminated):
+        with pytest.raises(study.Terminated if signum == signal.SIGTERM else KeyboardInterrupt):
             study.run_logged([sys.executable, "-c", child], log, "step")
     finally:
         signal.signal(signal.SIGTERM, previous)

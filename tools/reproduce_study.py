@@ -31,6 +31,7 @@ study (hard-label distillation), so the CNNs run first.
 from __future__ import annotations
 
 import argparse
+import codecs
 import csv
 import json
 import os
@@ -250,8 +251,9 @@ def _on_sigterm(signum, frame):
 
 def run_logged(cmd: list[str], log: Path, step: str, env: dict | None = None) -> None:
     """Run a step's command, its output going to the log (so it outlives this process) and echoed
-    here; raise StudyError on failure. Interrupted (Ctrl-C, SIGTERM), the step is left to stop
-    at its next batch end (SIGTERM passed on as SIGINT) and waited for before the interrupt goes on."""
+    here; raise StudyError on failure. The step runs in its own process group and gets one SIGINT
+    for each interrupt of the study (Ctrl-C, `kill -INT`, `kill`): the first stops it at its next
+    batch end, a second at once; the study waits for it before the interrupt goes on."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"$ {shlex.join(cmd)}", flush=True)
     env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
@@ -259,25 +261,30 @@ def run_logged(cmd: list[str], log: Path, step: str, env: dict | None = None) ->
         fh.write(f"\n$ {shlex.join(cmd)}\n")
         fh.flush()
         start = fh.tell()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env,
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                 preexec_fn=_stop_with_parent if sys.platform == "linux" else None)
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
     with open(log, "rb") as tail:
         tail.seek(start)
 
         def echo():
-            chunk = tail.read()
-            if chunk:
-                sys.stdout.write(chunk.decode(errors="replace"))
+            text = decode(tail.read())
+            if text:
+                sys.stdout.write(text)
                 sys.stdout.flush()
 
         try:
             while proc.poll() is None:
                 echo()
                 time.sleep(0.5)
-        except KeyboardInterrupt as exc:
-            if isinstance(exc, Terminated):  # the terminal's Ctrl-C reached the step already
+        except KeyboardInterrupt:
+            while True:
                 proc.send_signal(signal.SIGINT)
-            proc.wait()
+                try:
+                    proc.wait()
+                    break
+                except KeyboardInterrupt:
+                    continue
             echo()
             raise
         echo()
