@@ -80,6 +80,10 @@ def test_parts_follow_the_switch_and_refuse_random_layers(monkeypatch):
     assert host_parallel.resolve_parts(cfg("auto"), plain) == 2
     assert host_parallel.resolve_parts(cfg("off"), plain) == 1
     assert host_parallel.resolve_parts(cfg("auto"), dropout) == 1
+    vit = lambda mode: load_config(None, ["data.reader=synthetic", "model.name=vit_tiny_patch16_224",  # noqa: E731
+                                          f"train.host_parallel={mode}"])
+    assert host_parallel.resolve_parts(vit("auto"), plain) == 1
+    assert host_parallel.resolve_parts(vit("on"), plain) == 2
     with pytest.raises(ConfigError, match="train.host_parallel"):
         host_parallel.resolve_parts(cfg("on"), dropout)
     monkeypatch.setattr(host_parallel, "cores", lambda: 1)

@@ -12,6 +12,8 @@ What differs from one execution: BatchNormalization normalizes each part with th
 statistics (as data-parallel training on several devices does) and its moving statistics take
 the parts' weighted mean. Models that draw random numbers in training (dropout) would draw the
 same numbers in every part, so ``auto`` keeps them on one execution and ``on`` refuses them.
+``auto`` also keeps the transformers on one execution: XLA runs their steps on smaller batches
+at a lower rate per tile, which costs more than the second core gives.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import keras
 import numpy as np
 
 from kerasxai.config import Config, ConfigError
+from kerasxai.models import is_transformer
 from kerasxai.runtime import cores, switch_on
 
 KEY = "train.host_parallel"
@@ -38,6 +41,8 @@ def resolve_parts(cfg: Config, model) -> int:
         return 1
     if keras.distribution.distribution() is not None:
         return 1  # train.data_parallel already spreads the batch over devices
+    if cfg.train.host_parallel == "auto" and is_transformer(cfg.model.name):
+        return 1  # their steps slow down on smaller batches (BENCHMARKS.md, "Training speed")
     if draws_random_numbers(model):
         if cfg.train.host_parallel == "on":
             raise ConfigError(f"key '{KEY}': 'on' needs a model without random layers in training "
