@@ -12,7 +12,8 @@ Tasks:
 - ``predict``: full images end to end through kerasxai.localize (images/s, model share).
 - ``train``: per model, train-step tiles/s (random init, Adam, kerasxai.training's model,
   loss and metrics; every batch size for CNNs, the smallest for transformers, interleaved),
-  peak RSS, compile time and the share of process CPU time spent in the kernel.
+  peak RSS, compile time and the share of process CPU time spent in the kernel; under JAX
+  both the step split over the cores (train.host_parallel=auto) and one execution (off).
 - ``epoch``: a short real kerasxai.training run (synthetic tiles, or ``--data CONFIG``): epoch
   wall time, the time inside train steps and the share outside them (validation, callbacks,
   checkpoints; waits for tf.data when it falls behind are inside the step).
@@ -341,32 +342,46 @@ def _train_targets(model, batch):
 
 
 def task_train(args):
+    """Train-step tiles/s per model and batch size; under JAX with the batch split over the
+    cores (train.host_parallel=auto), also one execution a step (train.host_parallel=off) on a
+    copy of the model with the same weights, interleaved with it."""
     import keras
 
     from kerasxai.models import is_transformer
+    from kerasxai.training import host_parallel
 
     result = {"precision": args.precision, "optimizer": "adam", "models": {}}
     for name in args.models:
         t0 = time.perf_counter()
-        model = _compiled_for_training(_train_config(name, args))
+        cfg = _train_config(name, args)
+        model = _compiled_for_training(cfg)
         rec = {"build_s": round(time.perf_counter() - t0, 1), "params": int(model.count_params()),
-               "transformer": is_transformer(name), "batches": {}}
+               "transformer": is_transformer(name), "host_parallel_parts": host_parallel.resolve_parts(cfg, model),
+               "batches": {}}
+        variants = {"train_step": model}
+        if rec["host_parallel_parts"] > 1:
+            one = _compiled_for_training(_train_config(name, args, host_parallel="off"))
+            one.set_weights(model.get_weights())
+            variants["train_step_one_execution"] = one
         batches = [min(args.batches)] if rec["transformer"] else args.batches
-        fns, first = {}, {}
+        fns, first, where = {}, {}, {}  # where: callable's name -> (batch, variant)
         for b in batches:
-            x, y = _tiles(b, args.size, seed=2), _train_targets(model, b)
-            fns[f"b{b}"] = lambda x=x, y=y: model.train_on_batch(x, y)
-            t0 = time.perf_counter()
-            fns[f"b{b}"]()
-            first[b] = round(time.perf_counter() - t0, 2)  # tracing + compilation + one step
-            fns[f"b{b}"]()
-        cells = interleaved(fns, args.rounds, args.min_time, {f"b{b}": b for b in batches})
-        for b in batches:
-            rec["batches"][str(b)] = {"train_step": dict(cells[f"b{b}"], first_call_s=first[b])}
+            x = _tiles(b, args.size, seed=2)
+            for variant, m in variants.items():
+                key = f"{variant} b{b}"
+                fns[key] = lambda m=m, x=x, y=_train_targets(m, b): m.train_on_batch(x, y)
+                where[key] = (b, variant)
+                t0 = time.perf_counter()
+                fns[key]()
+                first[key] = round(time.perf_counter() - t0, 2)  # tracing + compilation + one step
+                fns[key]()
+        cells = interleaved(fns, args.rounds, args.min_time, {k: b for k, (b, _) in where.items()})
+        for key, (b, variant) in where.items():
+            rec["batches"].setdefault(str(b), {})[variant] = dict(cells[key], first_call_s=first[key])
         result["models"][name] = rec
         print(f"[{keras.backend.backend()} train] {name}: "
-              + ", ".join(f"b={b} {cells[f'b{b}']['tiles_per_s']:.1f}/s" for b in batches), file=sys.stderr, flush=True)
-        del model, fns
+              + ", ".join(f"{k} {c['tiles_per_s']:.1f}/s" for k, c in cells.items()), file=sys.stderr, flush=True)
+        del model, variants, fns
         keras.backend.clear_session()
     return result
 
