@@ -120,16 +120,111 @@ def test_training_rows_in_the_markdown():
     bench = load_tool("bench.py")
     cell = {"tiles_per_s": 20.0, "tiles_per_cpu_s": 11.0, "cpu_system_share": 0.125, "peak_rss_mib": 900.0,
             "first_call_s": 31.0}
+    one = dict(cell, tiles_per_s=10.0)
     steady = {"steps": 20, "wall_s": 50.0, "train_step_s": 40.0, "outside_train_step_share": 0.2,
               "validation_s": 6.0, "cpu_system_share": 0.05}
-    results = {"jax_train": {"precision": "mixed_bfloat16",
-                             "models": {"m": {"batches": {"32": {"train_step": cell}, "64": {"train_step": cell}}}}},
+    results = {"jax_train": {"precision": "mixed_bfloat16", "models": {"m": {"host_parallel_parts": 2, "batches": {
+                   "32": {"train_step": cell, "train_step_one_execution": one}, "64": {"train_step": cell}}}}},
+               "tf_train": {"precision": "mixed_bfloat16",
+                            "models": {"m": {"batches": {"32": {"train_step": dict(cell, tiles_per_s=16.0)}}}}},
+               "peer_train": {"framework": "pytorch 2.14.1",
+                              "models": {"m": {"batches": {"32": {"train_step": {"tiles_per_s": 8.0}}}}}},
                "tf_epoch": {"epoch": {"model": "m", "data": "synthetic", "batch": 32, "steady": steady}}}
     md = "\n".join(bench.training_markdown(results))
-    assert "precision mixed_bfloat16" in md
+    assert "precision mixed_bfloat16" in md and "pytorch 2.14.1" in md
+    assert ("| model | batch | JAX tiles/s | JAX, one execution | TF tiles/s | peer (torch+timm) tiles/s | JAX / TF "
+            "| JAX / peer |") in md
+    assert "| m | 32 | 20.0 | 10.0 | 16.0 | 8.0 | 1.25 | 2.50 |" in md and "| m | 64 | 20.0 | — | — | — | — | — |" in md
     assert "| m | JAX | 32 | 20.0 | 11.0 | 12.5 % | 900 | 31.0 |" in md and "| m | JAX | 64 |" in md
+    assert "| m | JAX, one execution | 32 | 10.0 |" in md and "| m | TF | 32 | 16.0 |" in md
     assert "| m | TF | synthetic | 32 | 20 | 50.00 | 40.00 | 20.0 % | 6.00 | 5.0 % |" in md
     assert bench.training_markdown({}) == []
+
+
+def _train(tiles_per_s: dict) -> dict:
+    """A train result with one figure per model at batch 32 (the train step split over the cores)."""
+    return {"models": {m: {"batches": {"32": {"train_step": {"tiles_per_s": v}}}} for m, v in tiles_per_s.items()}}
+
+
+@pytest.mark.parametrize("factor", [1.0, 0.99])
+def test_training_targets_met_at_their_thresholds_and_missed_just_below(factor):
+    """JAX >= 1.0x TF for every model, >= 1.5x the peer (MobileNetV3-L, ViT-Ti), >= 40 tiles/s for
+    MobileNetV3-L-d, epoch outside the train steps <= 10 %: met exactly at each, missed 1 % worse."""
+    bench = load_tool("bench.py")
+    models = ["mobilenetv3_large", "vit_tiny_patch16_224", "mobilenetv3_large_d"]
+    results = {"machine": {"loadavg_max": 1.0},
+               "jax_train": _train({m: factor * v for m, v in zip(models, (30.0, 30.0, 40.0))}),
+               "tf_train": _train(dict.fromkeys(models, 30.0)),
+               "peer_train": _train({"mobilenetv3_large": 20.0, "vit_tiny_patch16_224": 20.0}),
+               "jax_epoch": {"epoch": {"model": "m", "batch": 32, "steady": {
+                   "steps": 20, "wall_s": 10.0, "train_step_s": 9.0, "outside_train_step_share": 0.10 / factor}}}}
+    rows = {r["target"]: r for r in bench.targets(results, 32, 2)}
+    train = {name: r for name, r in rows.items() if "train" in name}
+    assert len(train) == 7
+    for m in models:
+        assert train[f"{m}: JAX / TF train tiles/s (batch 32)"]["value"] == pytest.approx(factor * (40 / 30 if m.endswith("_d") else 1))
+    met = {name: r["met"] for name, r in train.items() if not name.startswith("mobilenetv3_large_d: JAX / TF")}
+    assert met == dict.fromkeys(met, factor == 1.0)
+    assert train["mobilenetv3_large: JAX / PyTorch+timm train tiles/s (batch 32)"]["value"] == pytest.approx(1.5 * factor)
+    assert train["mobilenetv3_large_d: train tiles/s (JAX, batch 32)"]["threshold"] == 40.0
+
+
+def test_training_targets_without_the_peer_are_not_applicable():
+    bench = load_tool("bench.py")
+    rows = bench.training_targets({"jax_train": _train({"mobilenetv3_large": 30.0})})
+    peer = [r for r in rows if "PyTorch" in r["target"]]
+    assert len(peer) == 2 and all(r["met"] is None and "--peer-python" in r["note"] for r in peer)
+    assert [r["met"] for r in rows if "JAX / TF" in r["target"]] == [None]  # TF not measured
+
+
+def _fake_peers(folder: Path, body: str) -> Path:
+    folder.mkdir()
+    (folder / "bench_torch_train.py").write_text(body)
+    return folder
+
+
+def test_peer_train_step_is_run_and_parsed(tmp_path, monkeypatch):
+    """--peer-python runs shared/peers/bench_torch_train.py with the peer's model name and batch."""
+    bench = load_tool("bench.py")
+    monkeypatch.setattr(bench, "PEERS", _fake_peers(tmp_path / "peers", (
+        "import json, sys\n"
+        "print('loading')\n"
+        "name, bs = sys.argv[1], int(sys.argv[2])\n"
+        "print(json.dumps({'framework': 'pytorch 0', 'model': name, 'bs': bs,"
+        " 'tiles_per_s': {'mnv3': 1.0, 'effv2s': 2.0, 'vit': 3.0}[name] * bs}))\n")))
+    script = bench.peer_script()
+    log = tmp_path / "bench.log"
+    results = {}
+    for model in ("efficientnetv2_s", "vit_tiny_patch16_224"):
+        bench.merge_models(results, "peer_train", bench.run_peer(sys.executable, script, model, 32, log, 60))
+    peer = results["peer_train"]
+    assert peer["framework"] == "pytorch 0" and "error" not in peer
+    cell = peer["models"]["efficientnetv2_s"]["batches"]["32"]["train_step"]
+    assert cell["model"] == "effv2s" and cell["bs"] == 32 and cell["tiles_per_s"] == 64.0
+    assert bench._train_tps(peer, "vit_tiny_patch16_224") == 96.0
+    assert "bench_torch_train.py vit 32" in log.read_text()
+
+
+def test_a_failing_peer_is_an_error_and_keeps_the_other_figures(tmp_path, monkeypatch):
+    bench = load_tool("bench.py")
+    monkeypatch.setattr(bench, "PEERS", _fake_peers(tmp_path / "peers", "import sys\nsys.exit('no timm')\n"))
+    results = {"peer_train": _train({"mobilenetv3_large": 20.0})}
+    res = bench.run_peer(sys.executable, bench.peer_script(), "vit_tiny_patch16_224", 32, tmp_path / "log", 60)
+    assert "vit" in res["error"] and "exited 1" in res["error"]
+    bench.merge_models(results, "peer_train", res)
+    assert results["peer_train"]["error"] == res["error"] and bench._train_tps(results["peer_train"], "mobilenetv3_large") == 20.0
+    assert "no timm" in (tmp_path / "log").read_text()
+
+
+def test_missing_peers_folder_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    bench = load_tool("bench.py")
+    monkeypatch.setattr(bench, "PEERS", tmp_path / "nowhere" / "peers")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--out", str(tmp_path / "b"), "--only", "train", "--peer-python", sys.executable])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--peer-python" in err and str(tmp_path / "nowhere" / "peers" / "bench_torch_train.py") in err
+    assert not (tmp_path / "b").exists()  # refused before anything is measured or written
 
 
 def test_map_ratio_targets_show_the_per_round_spread():
@@ -175,6 +270,9 @@ def test_bench_training_rows(tmp_path):
         cell = rec["batches"]["2"]["train_step"]
         assert cell["tiles_per_s"] > 0 and cell["tiles_per_cpu_s"] > 0 and cell["peak_rss_mib"] > 100
         assert cell["first_call_s"] > 0 and cell["cpu_user_s"] > 0 and 0 <= cell["cpu_system_share"] < 1
+        # JAX on several cores: also one execution a step (train.host_parallel=off); TF runs one anyway
+        one = rec["batches"]["2"].get("train_step_one_execution")
+        assert (one is not None and one["tiles_per_s"] > 0) == (key == "jax_train" and rec.get("host_parallel_parts", 1) > 1)
     for key in ("jax_epoch", "tf_epoch"):
         e = res[key]["epoch"]
         assert e["model"] == model and e["batch"] == 2 and len(e["epochs"]) == 2

@@ -3,14 +3,16 @@
     python tools/bench.py --out bench_out/            # full run (~20-25 min on 2 idle cores)
     python tools/bench.py --out bench_out/ --quick    # smoke run (2 models, fewer rounds)
     python tools/bench.py --out bench_out/ --only train,epoch --precision mixed_bfloat16
+    python tools/bench.py --out bench_out/ --only train --peer-python /tmp/peer/bin/python
 
 Each backend runs in its own child process (tools/bench_worker.py with KERAS_BACKEND set);
 inside a child, the variants being compared (score-only vs score+heatmap, single pass vs
 post-hoc) are interleaved round by round, so their ratio is measured side by side. Every
 figure is the median of several timed rounds after warm-up (compilation excluded and
-reported separately). Training: train-step tiles/s per model (kerasxai.training's model,
-loss, metrics and Adam on random tiles) and one short real training run whose epoch wall time
-is split into train steps and the rest. Writes ``bench.json`` (all raw figures, machine load, versions,
+reported separately). Training: train-step tiles/s per model on both backends (kerasxai.training's
+model, loss, metrics and Adam on random tiles; under JAX with the batch split over the cores and
+as one execution), with --peer-python the PyTorch/timm peer's train step right after each model's
+figures, and one short real training run whose epoch wall time is split into train steps and the rest. Writes ``bench.json`` (all raw figures, machine load, versions,
 targets) and ``bench.md`` (tables + targets met/missed) into --out, atomically.
 """
 
@@ -42,6 +44,17 @@ ALL_MODELS = [
 PEER_FORWARD = {"mobilenetv3_large": 40.0, "efficientnetv2_s": 8.6, "vit_tiny_patch16_224": 35.0}
 PEER_GRADCAM = {"mobilenetv3_large": 15.0}
 JAX_VS_TF_MODELS = ["mobilenetv3_large", "efficientnetv2_s"]
+# The training peer: shared/peers/bench_torch_train.py (beside the checkout; its README says how
+# to install it), run with --peer-python; our models -> its model names. It times 224 px tiles.
+PEERS = REPO.parent / "shared" / "peers"
+PEER_TRAIN = {"mobilenetv3_large": "mnv3", "efficientnetv2_s": "effv2s", "vit_tiny_patch16_224": "vit"}
+TRAIN_BATCH = 32  # the training targets' batch size, and the peer's
+# Training targets (wall-clock train tiles/s at TRAIN_BATCH): JAX / TF for every model, JAX / peer,
+# absolute JAX tiles/s; and the end-to-end epoch's share of wall time outside the train steps (at most).
+TRAIN_JAX_VS_TF = 1.0
+TRAIN_JAX_VS_PEER = {"mobilenetv3_large": 1.5, "vit_tiny_patch16_224": 1.5}
+TRAIN_JAX_TILES_PER_S = {"mobilenetv3_large_d": 40.0}
+EPOCH_OUTSIDE_SHARE_MAX = 0.10
 KEY_MODELS = ["mobilenetv3_large", "efficientnetv2_s", "vit_tiny_patch16_224"]  # measured first
 # what --skip / --only name; "tf" is every run on the TensorFlow backend
 SECTIONS = ("models", "tf", "posthoc", "predict", "pipeline", "train", "epoch")
@@ -60,14 +73,58 @@ def run_child(argv, env_backend, log, timeout):
 
 def worker(task, backend, models, args, work, log, batches=None, extra=()):
     out = work / f"{task}_{backend}.json"
+    out.unlink(missing_ok=True)  # an earlier call's figures must not pass for this one's
     argv = [WORKER, task, "--models", ",".join(models), "--size", args.size,
             "--batches", ",".join(map(str, batches or args.batches)), "--rounds", args.rounds,
             "--min-time", args.min_time, "--json", out, *extra]
     print(f"bench: {task} on {backend}: {', '.join(models)}", file=sys.stderr, flush=True)
     rc, _ = run_child(argv, backend, log, args.timeout)
     if rc != 0 or not out.is_file():
-        return {"error": f"worker {task}/{backend} exited {rc}; see {log}"}
+        return {"error": f"worker {task}/{backend} ({','.join(models)}) exited {rc}; see {log}"}
     return json.loads(out.read_text())
+
+
+def peer_script() -> Path:
+    """The peer's train benchmark script; ValueError saying where it was looked for when absent."""
+    script = PEERS / "bench_torch_train.py"
+    if not script.is_file():
+        raise ValueError(f"--peer-python: the peer script {script} is not there; the peers folder "
+                         f"must sit beside the checkout as {PEERS} (see its README.md), or drop --peer-python")
+    return script
+
+
+def run_peer(python, script, model, batch, log, timeout) -> dict:
+    """One peer train step figure for `model`: the JSON line `python script NAME batch` prints,
+    as a worker result ({"models": {model: {"batches": {batch: {"train_step": ...}}}}}), or {"error": ...}."""
+    argv = [python, script, PEER_TRAIN[model], batch]
+    print(f"bench: peer train step: {model}", file=sys.stderr, flush=True)
+    with open(log, "a") as err:
+        err.write(f"\n$ {' '.join(map(str, argv))}\n")
+        err.flush()
+        try:
+            done = subprocess.run(list(map(str, argv)), stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"peer {PEER_TRAIN[model]} ran past {timeout} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    try:
+        rec = json.loads(lines[-1]) if done.returncode == 0 and lines else {}
+    except json.JSONDecodeError:
+        rec = {}
+    if not isinstance(rec.get("tiles_per_s"), (int, float)):
+        return {"error": f"peer {PEER_TRAIN[model]} exited {done.returncode} without a JSON line with tiles_per_s; see {log}"}
+    return {"framework": rec.get("framework"), "python": str(python), "script": str(script),
+            "models": {model: {"peer_model": PEER_TRAIN[model], "batches": {str(batch): {"train_step": rec}}}}}
+
+
+def merge_models(results, key, res):
+    """Add one child's result for some models to results[key]: models side by side, errors joined."""
+    cur = results.setdefault(key, {"models": {}})
+    if "error" in res:
+        cur["error"] = "; ".join(filter(None, (cur.get("error"), res["error"])))
+        return
+    models = {**cur.get("models", {}), **res.get("models", {})}
+    cur.update({k: v for k, v in res.items() if k != "models"})
+    cur["models"] = models
 
 
 def pipeline(args, work, log):
@@ -220,6 +277,62 @@ def targets(results, batch, cores):
         what = "timm plain forward" if (model, peer) in PEER_FORWARD.items() else "pytorch-grad-cam Grad-CAM"
         note = f"wall clock at load avg up to {load:.1f} on {cores} cores (peer: idle machine)" if c else ""
         add(f"{model}: score+heatmap tiles/s (JAX, batch 32) >= {what} ({peer})", peer, c and c["tiles_per_s"], note)
+    return rows + training_targets(results)
+
+
+def _train_tps(res, model, variant="train_step"):
+    """Wall-clock train tiles/s of `model` at TRAIN_BATCH in a train result (or the peer's), or None."""
+    c = _cell(res, model, TRAIN_BATCH, variant)
+    return c and c["tiles_per_s"]
+
+
+def training_targets(results) -> list:
+    """The training targets, on wall-clock tiles/s at TRAIN_BATCH: JAX (batch split over the cores,
+    what training runs) against TF for every model trained, against the peer, absolute; and the
+    end-to-end epoch's share outside the train steps (at most)."""
+    jax_, tf_, peer = (results.get(k, {}) for k in ("jax_train", "tf_train", "peer_train"))
+    load = results.get("machine", {}).get("loadavg_max")
+    rows = []
+
+    def add(name, threshold, value, note, at_most=False):
+        met = None if value is None else (value <= threshold if at_most else value >= threshold)
+        rows.append({"target": name, "threshold": threshold, "value": value, "met": met, "note": note, "basis": "wall time"})
+
+    def missing(res, model, what):
+        if "error" in res and model not in res.get("models", {}):
+            return f"{what} failed: {res['error']}"
+        return f"{what} not measured at batch {TRAIN_BATCH}"
+
+    for model in dict.fromkeys([*jax_.get("models", {}), *tf_.get("models", {})]):
+        a, t, one = _train_tps(jax_, model), _train_tps(tf_, model), _train_tps(jax_, model, "train_step_one_execution")
+        if a and t:
+            note = "separate processes, one right after the other" + (f"; JAX one execution: {one / t:.2f}x TF" if one else "")
+        else:
+            note = missing(jax_, model, "JAX") if not a else missing(tf_, model, "TF")
+        add(f"{model}: JAX / TF train tiles/s (batch {TRAIN_BATCH})", TRAIN_JAX_VS_TF, a and t and a / t, note)
+    for model, want in TRAIN_JAX_VS_PEER.items():
+        a, p = _train_tps(jax_, model), _train_tps(peer, model)
+        if a and p:
+            note = (f"peer {p:.1f} tiles/s ({peer.get('framework')}, timm, 2 threads), run right after our figures"
+                    + (f"; JAX one execution: {_train_tps(jax_, model, 'train_step_one_execution') / p:.2f}x"
+                       if _train_tps(jax_, model, "train_step_one_execution") else ""))
+        elif not peer:
+            note = "no --peer-python: the peer was not run"
+        else:
+            note = missing(jax_, model, "JAX") if not a else missing(peer, model, "peer")
+        add(f"{model}: JAX / PyTorch+timm train tiles/s (batch {TRAIN_BATCH})", want, a and p and a / p, note)
+    for model, want in TRAIN_JAX_TILES_PER_S.items():
+        a = _train_tps(jax_, model)
+        note = f"wall clock at load avg up to {load:.1f}" if a and load is not None else ("" if a else missing(jax_, model, "JAX"))
+        add(f"{model}: train tiles/s (JAX, batch {TRAIN_BATCH})", want, a, note)
+    e = results.get("jax_epoch", {}).get("epoch")
+    note = (f"{e['model']}, batch {e['batch']}, {e['steady']['steps']} steps, last epoch; "
+            f"epoch wall {e['steady']['wall_s']:.2f} s, train steps {e['steady']['train_step_s']:.2f} s") if e else "JAX epoch not measured"
+    tf_e = results.get("tf_epoch", {}).get("epoch")
+    if tf_e:
+        note += f"; TF: {tf_e['steady']['outside_train_step_share']:.2f}"
+    add("end-to-end epoch (JAX): share of wall time outside the train steps, at most", EPOCH_OUTSIDE_SHARE_MAX,
+        e and e["steady"]["outside_train_step_share"], note, at_most=True)
     return rows
 
 
@@ -337,7 +450,7 @@ def markdown(results, cmd):
                   + ", ".join(f"{k} {_f(v, 3)}" for k, v in t.items() if k != "model") + "."]
     lines += training_markdown(results)
     lines += ["", f"Targets (issue 7; ratios within one process on {'CPU' if cpu else 'wall'} time, JAX/TF and absolute "
-              "figures on wall time):", "",
+              "figures on wall time; training: wall-clock train tiles/s):", "",
               markdown_table(["target", "threshold", "measured", "met", "note"],
                              [[r["target"], r["threshold"], _f(r["value"], 2),
                                "n/a" if r["met"] is None else ("met" if r["met"] else "**missed**"), r["note"]]
@@ -351,18 +464,40 @@ def training_markdown(results) -> list:
     steps = [(b, results[k]) for b, k in (("JAX", "jax_train"), ("TF", "tf_train")) if results.get(k, {}).get("models")]
     if steps:
         prec = ", ".join(sorted({r.get("precision", "float32") for _, r in steps}))
+        jax_, tf_, peer = (results.get(k, {}) for k in ("jax_train", "tf_train", "peer_train"))
+        parts = sorted({r.get("host_parallel_parts") for r in jax_.get("models", {}).values()} - {None})
         lines += ["", f"Train step (random init, Adam, binary cross-entropy and metrics on the score as kerasxai.training "
-                  f"compiles them; precision {prec}; batch sizes interleaved, compile excluded; wall-clock tiles/s, "
-                  "tiles per CPU-s; kernel share: system / (user + system) CPU time):", "",
+                  f"compiles them; precision {prec}; batch sizes interleaved, compile excluded; wall-clock tiles/s). "
+                  f"JAX: the batch split over the cores (train.host_parallel=auto, what training runs; "
+                  f"{'/'.join(map(str, parts)) or '—'} parts) and one execution a step (off), interleaved in one process; "
+                  "TF: one execution, its own process right after JAX's; peer: PyTorch + timm "
+                  f"(shared/peers/bench_torch_train.py, {peer.get('framework') or 'not run'}, 2 threads, batch {TRAIN_BATCH}, "
+                  "224 px), run right after the model's JAX and TF figures. Ratios: JAX split over the cores.", "",
         ]
+        rows = []
+        for model in dict.fromkeys([*jax_.get("models", {}), *tf_.get("models", {})]):
+            recs = [r.get("models", {}).get(model, {}).get("batches", {}) for r in (jax_, tf_)]
+            for b in sorted({int(b) for r in recs for b in r}):
+                a, one, t, p = (_cell(res, model, b, v) for res, v in ((jax_, "train_step"), (jax_, "train_step_one_execution"),
+                                                                      (tf_, "train_step"), (peer, "train_step")))
+                tps = [c and c["tiles_per_s"] for c in (a, one, t, p)]
+                rows.append([model, b, *map(_f, tps), _f(tps[0] and tps[2] and tps[0] / tps[2], 2),
+                             _f(tps[0] and tps[3] and tps[0] / tps[3], 2)])
+        lines.append(markdown_table(["model", "batch", "JAX tiles/s", "JAX, one execution", "TF tiles/s",
+                                     "peer (torch+timm) tiles/s", "JAX / TF", "JAX / peer"], rows))
+        lines += ["", "Train step per process (JAX's peak RSS holds both variants' models; kernel share: "
+                  "system / (user + system) CPU time):", ""]
         rows = []
         for backend, res in steps:
             for model, rec in res["models"].items():
                 for b, cell in rec["batches"].items():
-                    c = cell["train_step"]
-                    share = c.get("cpu_system_share")
-                    rows.append([model, backend, b, _f(c["tiles_per_s"]), _f(c["tiles_per_cpu_s"]), f"{_f(share and 100 * share)} %",
-                                 _f(c["peak_rss_mib"], 0), _f(c["first_call_s"])])
+                    for variant, label in (("train_step", backend), ("train_step_one_execution", f"{backend}, one execution")):
+                        c = cell.get(variant)
+                        if c is None:
+                            continue
+                        share = c.get("cpu_system_share")
+                        rows.append([model, label, b, _f(c["tiles_per_s"]), _f(c["tiles_per_cpu_s"]),
+                                     f"{_f(share and 100 * share)} %", _f(c["peak_rss_mib"], 0), _f(c["first_call_s"])])
         lines.append(markdown_table(["model", "backend", "batch", "train tiles/s", "tiles per CPU-s", "kernel share of CPU",
                                      "peak RSS (MiB)", "first call, compile included (s)"], rows))
     epochs = [(b, results[k]["epoch"]) for b, k in (("JAX", "jax_epoch"), ("TF", "tf_epoch")) if "epoch" in results.get(k, {})]
@@ -388,7 +523,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="2 models, fewer rounds: a smoke run")
     p.add_argument("--models", type=lambda s: s.split(","), help="default: all seven (quick: 2)")
     p.add_argument("--tf-models", type=lambda s: s.split(","),
-                   help=f"models also run under TF (default: {','.join(JAX_VS_TF_MODELS)}, quick: 1)")
+                   help=f"inference: models also run under TF (default: {','.join(JAX_VS_TF_MODELS)}, quick: 1); "
+                        "train runs every model under both")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], help="default 1,32 (quick 1,8)")
     p.add_argument("--rounds", type=int, help="timed rounds per figure (default 3, quick 2)")
@@ -403,6 +539,9 @@ def main(argv=None):
     p.add_argument("--epoch-steps", type=int, help="epoch: train steps an epoch (default 20, quick 3)")
     p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
                    help="train, epoch: train.precision, the dtype policy of the trained model")
+    p.add_argument("--peer-python", metavar="PATH",
+                   help="train: this Python (with torch and timm) runs the PyTorch peer's train step "
+                        f"({PEERS / 'bench_torch_train.py'}) after each of {', '.join(PEER_TRAIN)}; default: not run")
     p.add_argument("--data", metavar="CONFIG", help="epoch: train on this config's data (default: synthetic tiles)")
     p.add_argument("--render", metavar="BENCH_JSON", help="only re-write bench.md from an existing bench.json")
     p.add_argument("--timeout", type=int, default=3600, help="per child process, seconds")
@@ -423,6 +562,16 @@ def main(argv=None):
         p.error(f"unknown section(s) {bad} in --skip/--only; use {', '.join(SECTIONS)}")
     if args.data and not Path(args.data).is_file():
         p.error(f"--data: config file '{args.data}' not found")
+    peer = None
+    if args.peer_python:
+        if not Path(args.peer_python).is_file():
+            p.error(f"--peer-python: '{args.peer_python}' not found; give a Python with torch and timm")
+        if args.size != 224:
+            p.error(f"--peer-python: the peer times 224 px tiles; drop --size {args.size} or --peer-python")
+        try:
+            peer = peer_script()
+        except ValueError as e:
+            p.error(str(e))
 
     def wanted(section):
         return section not in args.skip and (not args.only or section in args.only)
@@ -481,15 +630,21 @@ def main(argv=None):
     if wanted("pipeline"):
         results["pipeline"] = pipeline(args, work, log)
         save()
-    backends = [("jax", args.models)] + ([("tensorflow", args.tf_models)] if "tf" not in args.skip else [])
+    backends = ["jax"] + (["tensorflow"] if "tf" not in args.skip else [])
     train_args = ["--precision", args.precision, "--epoch-steps", args.epoch_steps, *(["--data", args.data] if args.data else [])]
-    for task in ("train", "epoch"):
-        if not wanted(task):
-            continue
-        for backend, models in backends:
-            models = models if task == "train" else (cnn or models)[:1]
-            results[f"{'jax' if backend == 'jax' else 'tf'}_{task}"] = worker(
-                task, backend, models, args, work, log, batches=args.train_batches, extra=train_args)
+    if wanted("train"):  # model by model: its JAX, TF and peer figures within the same minutes
+        for model in args.models:
+            for backend in backends:
+                merge_models(results, f"{'jax' if backend == 'jax' else 'tf'}_train", worker(
+                    "train", backend, [model], args, work, log, batches=args.train_batches, extra=train_args))
+                save()
+            if peer and model in PEER_TRAIN:
+                merge_models(results, "peer_train", run_peer(args.peer_python, peer, model, TRAIN_BATCH, log, args.timeout))
+                save()
+    if wanted("epoch"):
+        for backend in backends:
+            results[f"{'jax' if backend == 'jax' else 'tf'}_epoch"] = worker(
+                "epoch", backend, (cnn or args.models)[:1], args, work, log, batches=args.train_batches, extra=train_args)
             save()
     if key and rest and wanted("models"):
         more = worker("models", "jax", rest, args, work, log)
