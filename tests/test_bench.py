@@ -123,8 +123,10 @@ def test_training_rows_in_the_markdown():
     one = dict(cell, tiles_per_s=10.0)
     steady = {"steps": 20, "wall_s": 50.0, "train_step_s": 40.0, "outside_train_step_share": 0.2,
               "validation_s": 6.0, "cpu_system_share": 0.05}
-    results = {"jax_train": {"precision": "mixed_bfloat16", "models": {"m": {"host_parallel_parts": 2, "batches": {
-                   "32": {"train_step": cell, "train_step_one_execution": one}, "64": {"train_step": cell}}}}},
+    results = {"jax_train": {"precision": "mixed_bfloat16", "models": {
+                   "m": {"host_parallel_parts": 2, "batches": {"32": {"train_step": cell, "train_step_one_execution": one},
+                                                               "64": {"train_step": cell}}},
+                   "t": {"host_parallel_parts": 1, "batches": {"32": {"train_step": cell}}}}},
                "tf_train": {"precision": "mixed_bfloat16",
                             "models": {"m": {"batches": {"32": {"train_step": dict(cell, tiles_per_s=16.0)}}}}},
                "peer_train": {"framework": "pytorch 2.14.1",
@@ -132,9 +134,10 @@ def test_training_rows_in_the_markdown():
                "tf_epoch": {"epoch": {"model": "m", "data": "synthetic", "batch": 32, "steady": steady}}}
     md = "\n".join(bench.training_markdown(results))
     assert "precision mixed_bfloat16" in md and "pytorch 2.14.1" in md
-    assert ("| model | batch | JAX tiles/s | JAX, one execution | TF tiles/s | peer (torch+timm) tiles/s | JAX / TF "
-            "| JAX / peer |") in md
-    assert "| m | 32 | 20.0 | 10.0 | 16.0 | 8.0 | 1.25 | 2.50 |" in md and "| m | 64 | 20.0 | — | — | — | — | — |" in md
+    assert ("| model | batch | JAX parts a step | JAX tiles/s | JAX, one execution | TF tiles/s | peer (torch+timm) tiles/s "
+            "| JAX / TF | JAX / peer |") in md
+    assert "| m | 32 | 2 | 20.0 | 10.0 | 16.0 | 8.0 | 1.25 | 2.50 |" in md and "| m | 64 | 2 | 20.0 | — | — | — | — | — |" in md
+    assert "| t | 32 | 1 | 20.0 | 20.0 | — |" in md  # auto kept it on one execution: that figure in both columns
     assert "| m | JAX | 32 | 20.0 | 11.0 | 12.5 % | 900 | 31.0 |" in md and "| m | JAX | 64 |" in md
     assert "| m | JAX, one execution | 32 | 10.0 |" in md and "| m | TF | 32 | 16.0 |" in md
     assert "| m | TF | synthetic | 32 | 20 | 50.00 | 40.00 | 20.0 % | 6.00 | 5.0 % |" in md

@@ -465,25 +465,27 @@ def training_markdown(results) -> list:
     if steps:
         prec = ", ".join(sorted({r.get("precision", "float32") for _, r in steps}))
         jax_, tf_, peer = (results.get(k, {}) for k in ("jax_train", "tf_train", "peer_train"))
-        parts = sorted({r.get("host_parallel_parts") for r in jax_.get("models", {}).values()} - {None})
         lines += ["", f"Train step (random init, Adam, binary cross-entropy and metrics on the score as kerasxai.training "
                   f"compiles them; precision {prec}; batch sizes interleaved, compile excluded; wall-clock tiles/s). "
-                  f"JAX: the batch split over the cores (train.host_parallel=auto, what training runs; "
-                  f"{'/'.join(map(str, parts)) or '—'} parts) and one execution a step (off), interleaved in one process; "
+                  "JAX: what training runs (train.host_parallel=auto: the batch split into parts over the cores, "
+                  "or one execution where auto keeps the model on one) and, where split, one execution a step (off), "
+                  "interleaved in one process; "
                   "TF: one execution, its own process right after JAX's; peer: PyTorch + timm "
                   f"(shared/peers/bench_torch_train.py, {peer.get('framework') or 'not run'}, 2 threads, batch {TRAIN_BATCH}, "
-                  "224 px), run right after the model's JAX and TF figures. Ratios: JAX split over the cores.", "",
+                  "224 px), run right after the model's JAX and TF figures. Ratios: JAX as training runs it.", "",
         ]
         rows = []
         for model in dict.fromkeys([*jax_.get("models", {}), *tf_.get("models", {})]):
             recs = [r.get("models", {}).get(model, {}).get("batches", {}) for r in (jax_, tf_)]
             for b in sorted({int(b) for r in recs for b in r}):
-                a, one, t, p = (_cell(res, model, b, v) for res, v in ((jax_, "train_step"), (jax_, "train_step_one_execution"),
-                                                                      (tf_, "train_step"), (peer, "train_step")))
-                tps = [c and c["tiles_per_s"] for c in (a, one, t, p)]
-                rows.append([model, b, *map(_f, tps), _f(tps[0] and tps[2] and tps[0] / tps[2], 2),
+                parts = jax_.get("models", {}).get(model, {}).get("host_parallel_parts")
+                one = "train_step" if parts == 1 else "train_step_one_execution"  # auto kept it on one execution
+                a, o, t, p = (_cell(res, model, b, v) for res, v in ((jax_, "train_step"), (jax_, one),
+                                                                    (tf_, "train_step"), (peer, "train_step")))
+                tps = [c and c["tiles_per_s"] for c in (a, o, t, p)]
+                rows.append([model, b, parts or "—", *map(_f, tps), _f(tps[0] and tps[2] and tps[0] / tps[2], 2),
                              _f(tps[0] and tps[3] and tps[0] / tps[3], 2)])
-        lines.append(markdown_table(["model", "batch", "JAX tiles/s", "JAX, one execution", "TF tiles/s",
+        lines.append(markdown_table(["model", "batch", "JAX parts a step", "JAX tiles/s", "JAX, one execution", "TF tiles/s",
                                      "peer (torch+timm) tiles/s", "JAX / TF", "JAX / peer"], rows))
         lines += ["", "Train step per process (JAX's peak RSS holds both variants' models; kernel share: "
                   "system / (user + system) CPU time):", ""]
