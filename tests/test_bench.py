@@ -219,6 +219,53 @@ def test_a_failing_peer_is_an_error_and_keeps_the_other_figures(tmp_path, monkey
     assert "no timm" in (tmp_path / "log").read_text()
 
 
+FAKE_WORKER = """
+import json, os, sys
+argv = sys.argv[1:]
+task, models, out = argv[0], argv[argv.index("--models") + 1].split(","), argv[argv.index("--json") + 1]
+jax = os.environ["KERAS_BACKEND"] == "jax"
+cell = {"tiles_per_s": 30.0 if jax else 20.0, "tiles_per_cpu_s": 10.0, "cpu_system_share": 0.1, "peak_rss_mib": 900.0,
+        "first_call_s": 5.0}
+if task == "train":
+    res = {"precision": "float32", "models": {m: {"host_parallel_parts": 2 if jax else 1, "batches": {"32": dict(
+        {"train_step": cell}, **({"train_step_one_execution": dict(cell, tiles_per_s=15.0)} if jax else {}))}} for m in models}}
+else:
+    res = {"epoch": {"model": models[0], "batch": 32, "data": "synthetic", "steady": {
+        "steps": 3, "wall_s": 10.0, "train_step_s": 9.5, "outside_train_step_share": 0.05, "validation_s": 0.4,
+        "cpu_system_share": 0.1}}}
+open(out, "w").write(json.dumps(res))
+"""
+
+
+def test_train_section_runs_each_models_jax_tf_and_peer_figures_in_turn(tmp_path, monkeypatch):
+    """Model by model: JAX, then TF, then the peer; figures of separate children merge into one table."""
+    bench = load_tool("bench.py")
+    (tmp_path / "worker.py").write_text(FAKE_WORKER)
+    monkeypatch.setattr(bench, "WORKER", tmp_path / "worker.py")
+    monkeypatch.setattr(bench, "PEERS", _fake_peers(tmp_path / "peers", (
+        "import json, sys\nprint(json.dumps({'framework': 'pytorch 0', 'tiles_per_s': 20.0}))\n")))
+    out = tmp_path / "bench"
+    models = "mobilenetv3_large,mobilenetv3_large_d,vit_tiny_patch16_224"
+    assert bench.main(["--out", str(out), "--only", "train,epoch", "--models", models, "--peer-python", sys.executable]) == 0
+    runs = [line.split() for line in (out / "bench.log").read_text().splitlines() if line.startswith("$ ")]
+    order = [("peer", r[-2]) if r[2].endswith("bench_torch_train.py") else (r[1], r[r.index("--models") + 1])
+             for r in runs if "epoch" not in r]
+    mnv3, mnv3_d, vit = models.split(",")
+    assert order == [("KERAS_BACKEND=jax", mnv3), ("KERAS_BACKEND=tensorflow", mnv3), ("peer", "mnv3"),
+                     ("KERAS_BACKEND=jax", mnv3_d), ("KERAS_BACKEND=tensorflow", mnv3_d),
+                     ("KERAS_BACKEND=jax", vit), ("KERAS_BACKEND=tensorflow", vit), ("peer", "vit")]
+    res = json.loads((out / "bench.json").read_text())
+    assert set(res["jax_train"]["models"]) == set(res["tf_train"]["models"]) == set(models.split(","))
+    assert set(res["peer_train"]["models"]) == {"mobilenetv3_large", "vit_tiny_patch16_224"}
+    met = {r["target"]: r["met"] for r in res["targets"] if r["basis"] == "wall time" and "train" in r["target"]}
+    assert met["mobilenetv3_large: JAX / PyTorch+timm train tiles/s (batch 32)"] is True  # 30 / 20
+    assert met["mobilenetv3_large_d: train tiles/s (JAX, batch 32)"] is False  # 30 < 40
+    md = (out / "bench.md").read_text()
+    assert "| mobilenetv3_large | 32 | 2 | 30.0 | 15.0 | 20.0 | 20.0 | 1.50 | 1.50 |" in md
+    assert "| mobilenetv3_large_d | 32 | 2 | 30.0 | 15.0 | 20.0 | — | 1.50 | — |" in md
+    assert "| end-to-end epoch (JAX): share of wall time outside the train steps, at most | 0.1 | 0.05 | met |" in md
+
+
 def test_missing_peers_folder_is_a_clear_error(tmp_path, monkeypatch, capsys):
     bench = load_tool("bench.py")
     monkeypatch.setattr(bench, "PEERS", tmp_path / "nowhere" / "peers")
