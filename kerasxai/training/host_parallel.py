@@ -25,7 +25,7 @@ import numpy as np
 
 from kerasxai.config import Config, ConfigError
 from kerasxai.models import is_transformer
-from kerasxai.runtime import cores, switch_on
+from kerasxai.runtime import Switch, cores, switch_on
 
 KEY = "train.host_parallel"
 
@@ -37,14 +37,15 @@ def draws_random_numbers(model) -> bool:
 
 def resolve_parts(cfg: Config, model) -> int:
     """How many parts each train batch is split into for `cfg` and `model` (1: no split)."""
-    if not switch_on(cfg.train.host_parallel, KEY) or cores() < 2:
+    mode = Switch.parse(cfg.train.host_parallel, KEY)
+    if not switch_on(mode, KEY) or cores() < 2:
         return 1
     if keras.distribution.distribution() is not None:
         return 1  # train.data_parallel already spreads the batch over devices
-    if cfg.train.host_parallel == "auto" and is_transformer(cfg.model.name):
+    if mode is Switch.auto and is_transformer(cfg.model.name):
         return 1  # their steps slow down on smaller batches (BENCHMARKS.md, "Training speed")
     if draws_random_numbers(model):
-        if cfg.train.host_parallel == "on":
+        if mode is Switch.on:
             raise ConfigError(f"key '{KEY}': 'on' needs a model without random layers in training "
                               "(dropout): the parts would draw the same numbers; set it to auto or off")
         return 1
