@@ -15,11 +15,11 @@ a full training run (:func:`kerasxai.training.train`) with its own run folder un
 A stopped search continues where it stopped (same folder, ``overwrite=False``), with the
 settings it started with (``search.json``; a changed search space is refused). KerasTuner runs
 a trial that was stopped mid-way again with the same hyperparameters; that trial continues its
-run folder from the last completed epoch (:func:`interrupted_attempt`, :func:`kerasxai.training.resume`)
-instead of training from zero. In
-KerasTuner's chief/worker mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
-``KERASTUNER_ORACLE_PORT``; see kerasxai.tuning_cluster) the chief holds the oracle and writes
-the reports once the workers are done; workers only run trials.
+run folder from the last completed epoch (:func:`interrupted_attempt`,
+:func:`kerasxai.training.resume`) instead of training from zero. In KerasTuner's chief/worker
+mode (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``; see
+kerasxai.tuning_cluster) the chief holds the oracle and writes the reports once the workers are
+done; workers only run trials.
 """
 
 from __future__ import annotations

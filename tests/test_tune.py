@@ -172,6 +172,41 @@ def test_cluster_stops_everything_when_a_worker_fails(tmp_path):
         assert log.rstrip().endswith(" ".join(overrides)), log
 
 
+def test_a_trial_continues_only_a_free_attempt_with_an_epoch_and_its_own_config(tmp_path):
+    import copy
+
+    import keras_tuner
+
+    cfg = load_config(None, synthetic_overrides(tmp_path, **{"tune.dir": str(tmp_path / "tuning")}))
+    hm = tuning.TrainingHyperModel(cfg)
+    hp = keras_tuner.HyperParameters()
+    hm.declare(hp)
+    hm.trial_id = "1"
+    trial_cfg = hm.trial_config(hp)
+
+    def attempt(time, next_epoch, run_cfg=trial_cfg):
+        folder = Path(trial_cfg.train.runs_dir) / f"{trial_cfg.name}-20260101-{time}"
+        folder.mkdir(parents=True)
+        runs.write_config(folder, run_cfg)
+        runs.write_state(folder, {"next_epoch": next_epoch, "best": None, "train_seconds": 1.0})
+        (folder / runs.LAST).write_bytes(b"stub")
+        return folder
+
+    attempt("110000", 0)  # stopped before its first epoch
+    assert tuning.interrupted_attempt(trial_cfg) is None
+    other = copy.deepcopy(trial_cfg)
+    other.train.learning_rate *= 2
+    attempt("120000", 2, other)  # another learning rate
+    assert tuning.interrupted_attempt(trial_cfg) is None
+    good = attempt("130000", 1)
+    live = attempt("140000", 2)
+    with runs.lock_run(live):  # a process still trains there
+        assert tuning.interrupted_attempt(trial_cfg) == good
+        removed = tuning.remove_interrupted_attempts(trial_cfg, keep=good)
+    assert sorted(p.name[-6:] for p in removed) == ["110000", "120000"]
+    assert good.is_dir() and live.is_dir()
+
+
 class SigintAtEpoch(keras.callbacks.Callback):
     """Ctrl-C (SIGINT to this process) after batch 0 of epoch `epoch`: the epochs before it are
     kept, the one in progress is dropped."""
