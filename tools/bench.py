@@ -469,10 +469,11 @@ def training_markdown(results) -> list:
                   f"compiles them; precision {prec}; batch sizes interleaved, compile excluded; wall-clock tiles/s). "
                   "JAX: what training runs (train.host_parallel=auto: the batch split into parts over the cores, "
                   "or one execution where auto keeps the model on one) and, where split, one execution a step (off), "
-                  "interleaved in one process; "
-                  "TF: one execution, its own process right after JAX's; peer: PyTorch + timm "
-                  f"(shared/peers/bench_torch_train.py, {peer.get('framework') or 'not run'}, 2 threads, batch {TRAIN_BATCH}, "
-                  "224 px), run right after the model's JAX and TF figures. Ratios: JAX as training runs it.", "",
+                  "interleaved in one process; TF: one execution, its own process right after JAX's; peer: "
+                  + (f"PyTorch + timm (shared/peers/bench_torch_train.py, {peer.get('framework')}, 2 threads, batch "
+                     f"{TRAIN_BATCH}, 224 px), run right after the model's JAX and TF figures" if peer.get("models")
+                     else f"failed ({peer['error']})" if "error" in peer else "not run (--peer-python)")
+                  + ". Ratios: JAX as training runs it.", "",
         ]
         rows = []
         for model in dict.fromkeys([*jax_.get("models", {}), *tf_.get("models", {})]):
