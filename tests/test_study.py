@@ -169,6 +169,8 @@ def test_an_interrupted_study_lets_its_step_stop_and_waits_for_it(study, tmp_pat
         os.kill(os.getpid(), signum)
 
     previous = signal.signal(signal.SIGTERM, study._on_sigterm)
+    # as in a terminal: Ctrl-C raises KeyboardInterrupt (pytest-xdist workers ignore SIGINT)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         threading.Thread(target=kill_when_ready, daemon=True).start()
         t0 = time.monotonic()
@@ -176,6 +178,7 @@ def test_an_interrupted_study_lets_its_step_stop_and_waits_for_it(study, tmp_pat
             study.run_logged([sys.executable, "-c", child], log, "step")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     assert time.monotonic() - t0 < 30
     assert "stopping at the batch end" in log.read_text()
 
