@@ -86,8 +86,8 @@ COST = {"mobilenetv3_large": 1.0, "mobilenetv3_large_d": 0.91, "efficientnetv2_s
 # twice it; two trials, the fewest that make a search. model.pooling (the recipe's log-sum-exp)
 # goes to the CNNs only: a transformer's score has no CAM to pool (the key is not read for it).
 # Validation, test summaries and the evaluation use every tile. The TensorFlow backend is the
-# default here: it ran the recipe's train step at 28 tiles/s against JAX's 15 (BENCHMARKS.md,
-# "Train step"); KERAS_BACKEND still wins. Cost, estimated from the recipe's ~9.5 min a pass
+# default here: it trains the CNNs faster than JAX on CPU (BENCHMARKS.md, "Training speed");
+# KERAS_BACKEND still wins. Cost, estimated from the recipe's ~9.5 min a pass
 # (mobilenetv3_large_d) and COST: about 33 h for the CNNs (EfficientNetV2-S 16 h), 22 h for the
 # transformers, 1.5 h for the evaluation.
 BUDGETS = {
