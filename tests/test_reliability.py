@@ -428,15 +428,9 @@ def test_prepare_removes_build_folders_of_killed_prepares_of_other_keys(tmp_path
 
 def test_an_interrupted_trial_attempt_is_removed_when_the_trial_runs_again(tmp_path):
     from kerasxai import tuning
+    from test_tune import search_and_trial_config
 
-    cfg = load_config(None, synthetic_overrides(tmp_path, **{"tune.dir": str(tmp_path / "tuning")}))
-    hm = tuning.TrainingHyperModel(cfg)
-    import keras_tuner
-
-    hp = keras_tuner.HyperParameters()
-    hm.declare(hp)
-    hm.trial_id = "03"
-    trial_cfg = hm.trial_config(hp)
+    cfg, trial_cfg = search_and_trial_config(tmp_path, "03")
     root = Path(trial_cfg.train.runs_dir)
     attempt = root / f"{trial_cfg.name}-20260101-120000"
     live = root / f"{trial_cfg.name}-20260101-130000-2"

@@ -172,17 +172,22 @@ def test_cluster_stops_everything_when_a_worker_fails(tmp_path):
         assert log.rstrip().endswith(" ".join(overrides)), log
 
 
-def test_a_trial_continues_only_a_free_attempt_with_an_epoch_and_its_own_config(tmp_path):
-    import copy
-
+def search_and_trial_config(tmp_path, trial_id):
+    """(search config, config of trial `trial_id`) of a synthetic search in tmp_path/tuning."""
     import keras_tuner
 
     cfg = load_config(None, synthetic_overrides(tmp_path, **{"tune.dir": str(tmp_path / "tuning")}))
     hm = tuning.TrainingHyperModel(cfg)
     hp = keras_tuner.HyperParameters()
     hm.declare(hp)
-    hm.trial_id = "1"
-    trial_cfg = hm.trial_config(hp)
+    hm.trial_id = trial_id
+    return cfg, hm.trial_config(hp)
+
+
+def test_a_trial_continues_only_a_free_attempt_with_an_epoch_and_its_own_config(tmp_path):
+    import copy
+
+    _, trial_cfg = search_and_trial_config(tmp_path, "1")
 
     def attempt(time, next_epoch, run_cfg=trial_cfg):
         folder = Path(trial_cfg.train.runs_dir) / f"{trial_cfg.name}-20260101-{time}"
