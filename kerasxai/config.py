@@ -78,6 +78,7 @@ class ModelConfig:
     fusion: str = choice(Fusion.max)  # transformers: head fusion mean | max | min
     discard_ratio: float = 0.9  # transformers: share of smallest attention entries dropped
     fast_depthwise: str = choice(Switch.auto)  # CNNs: auto (on for JAX on CPU) | on | off
+    fast_pointwise: str = choice(Switch.auto)  # CNNs' 1x1 convolutions as matrix products: as above
     # inference batches split over the CPU cores: auto (JAX on CPU) | on | off; read by
     # predict / evaluate / localize (kerasxai.models.host_parallel), not part of the model
     host_parallel: str = choice(Switch.auto)

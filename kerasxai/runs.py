@@ -258,12 +258,15 @@ def load_run(run_dir: str | Path, which: str = "best"):
     import keras
 
     import kerasxai.models  # noqa: F401  registers the custom layers for deserialization
+    from kerasxai.models.cnn import convolution_forms
     from kerasxai.models.contract import inference_view
 
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # a corrupt or foreign file
         raise RunError(f"'{path}' could not be loaded: {exc}") from exc
+    # the convolutions in this backend's forms, whichever backend trained the run
+    model = convolution_forms(model, cfg.model.fast_depthwise, cfg.model.fast_pointwise)
     return cfg, inference_view(model)  # last.keras of a distilled DeiT has training outputs too
 
 

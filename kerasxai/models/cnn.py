@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import keras
 
-from kerasxai.models.fast_depthwise import apply as with_fast_depthwise
+from kerasxai.models import fast_depthwise as depthwise_forms
+from kerasxai.models import fast_pointwise as pointwise_forms
+from kerasxai.models.layer_swap import swap_layers
 from kerasxai.models.layers import CAMHead
 from kerasxai.models.weights import build_applications_backbone, build_imagenet_backbone
 
@@ -49,6 +51,14 @@ def build_backbone(name: str, input_shape, weights=None) -> keras.Model:
     return keras.Model(full.input, full.get_layer(cut).output, name="backbone")
 
 
+def convolution_forms(model, fast_depthwise, fast_pointwise):
+    """`model` with its depthwise and 1x1 convolutions in the forms the two switches ("auto" |
+    "on" | "off") choose on this backend: the CPU forms for JAX on the CPU under "auto", the
+    standard Keras layers elsewhere. Weights and outputs are unchanged; `model` itself when no
+    layer changes (`kerasxai.models.fast_depthwise`, `fast_pointwise`)."""
+    return swap_layers(model, depthwise_forms.replacement(fast_depthwise), pointwise_forms.replacement(fast_pointwise))
+
+
 def build_cnn(
     name,
     input_shape=(224, 224, 3),
@@ -58,19 +68,21 @@ def build_cnn(
     *,
     pooling,
     fast_depthwise,
+    fast_pointwise,
     training_outputs=False,
 ):
     """A CAM model: raw pixels -> {"score" (B,1), "heatmap" (B,h,w)} (score only if not heatmap).
 
     `pooling` is how the head turns the map into the score ("avg" | "lse", see CAMHead);
-    `fast_depthwise` ("auto" | "on" | "off") swaps in the CPU depthwise layer (fast_depthwise.apply).
+    `fast_depthwise` and `fast_pointwise` ("auto" | "on" | "off") swap in the CPU forms of the
+    depthwise and 1x1 convolutions (kerasxai.models.fast_depthwise, fast_pointwise).
     Their defaults are the config's, applied by the registry's `build_model`.
     `training_outputs` adds "logit" (B,1), the pre-sigmoid score (for from_logits losses).
     `weights` here is None, "imagenet" or keras.applications' `.h5`; a .weights.h5 path is
     loaded by the registry.
     """
     backbone = build_backbone(name, input_shape, weights)
-    backbone = with_fast_depthwise(backbone, fast_depthwise)
+    backbone = convolution_forms(backbone, fast_depthwise, fast_pointwise)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     features = backbone(inputs)
     # float32 under any dtype policy: the score (loss, metrics) and the map keep full precision

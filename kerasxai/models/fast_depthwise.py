@@ -11,7 +11,7 @@ float rounding, at the speed BENCHMARKS.md ("Inference: models and backends") re
 (kh, kw, C, 1) and `bias` variables, so weights copy over) whose `call` uses that form.
 `apply(model, mode)` rebuilds a functional model (e.g. a `keras.applications` backbone)
 with every supported `DepthwiseConv2D` swapped for it, weights unchanged; `mode="off"`
-swaps back. `mode="auto"` (the default of `cfg.model.fast_depthwise`) is on for the JAX
+swaps back (`replacement(mode)` is the same rule for `layer_swap.swap_layers`). `mode="auto"` (the default of `cfg.model.fast_depthwise`) is on for the JAX
 backend when JAX's default device is the CPU, off otherwise (GPU/TPU, TF backend).
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from kerasxai.models.layer_swap import swap_layers
 from kerasxai.runtime import switch_on
 
 
@@ -102,45 +103,19 @@ def resolve(mode: str = "auto") -> bool:
     return switch_on(mode, "model.fast_depthwise")
 
 
+def replacement(mode: str = "auto"):
+    """The `layer_swap.swap_layers` rule for `mode`: supported `DepthwiseConv2D` layers become
+    `FastDepthwiseConv2D` (mode on, or auto here on), fast ones become standard (off)."""
+    if resolve(mode):
+        return lambda layer: FastDepthwiseConv2D if supports(layer) and not isinstance(layer, FastDepthwiseConv2D) else None
+    return lambda layer: keras.layers.DepthwiseConv2D if isinstance(layer, FastDepthwiseConv2D) else None
+
+
 def apply(model, mode: str = "auto"):
     """`model` rebuilt with fast depthwise layers (mode on/auto-on) or standard ones (off).
 
-    Rebuilds with `keras.models.clone_model` (nested functional/sequential models too), then
-    copies every layer's weights, so outputs are unchanged. Returns `model` itself when there
-    is nothing to swap. Subclassed (non-functional) models are returned unchanged.
+    Weights and outputs are unchanged; nested functional/sequential models are rebuilt too.
+    Returns `model` itself when there is nothing to swap. Subclassed (non-functional) models
+    are returned unchanged.
     """
-    fast = resolve(mode)
-    if fast:
-        swap = lambda layer: supports(layer) and not isinstance(layer, FastDepthwiseConv2D)  # noqa: E731
-        target = FastDepthwiseConv2D
-    else:
-        swap = lambda layer: isinstance(layer, FastDepthwiseConv2D)  # noqa: E731
-        target = keras.layers.DepthwiseConv2D
-    if not _any_layer(model, swap):
-        return model
-
-    def clone_function(layer):
-        cls = target if swap(layer) else layer.__class__
-        return cls.from_config(layer.get_config())
-
-    new = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-    _copy_weights(model, new)
-    return new
-
-
-def _any_layer(model, predicate) -> bool:
-    for layer in getattr(model, "layers", []):
-        if predicate(layer) or (isinstance(layer, keras.Model) and _any_layer(layer, predicate)):
-            return True
-    return False
-
-
-def _copy_weights(src, dst):
-    """Copy weights layer by layer, matching layers by position (clone keeps the order)."""
-    if len(src.layers) != len(dst.layers):
-        raise RuntimeError(f"fast_depthwise.apply: rebuilt model has {len(dst.layers)} layers, expected {len(src.layers)}.")
-    for a, b in zip(src.layers, dst.layers):
-        if isinstance(a, keras.Model):
-            _copy_weights(a, b)
-        elif a.weights:
-            b.set_weights(a.get_weights())
+    return swap_layers(model, replacement(mode))

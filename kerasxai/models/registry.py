@@ -43,6 +43,7 @@ def build_model(
     discard_ratio=_DEFAULTS.discard_ratio,
     dropout=_DEFAULTS.dropout,
     fast_depthwise=_DEFAULTS.fast_depthwise,
+    fast_pointwise=_DEFAULTS.fast_pointwise,
     pooling=_DEFAULTS.pooling,
 ) -> keras.Model:
     """Build model `name`: raw 0..255 RGB in, {"score" (B,1), "heatmap" (B,h,w)} out.
@@ -60,8 +61,8 @@ def build_model(
         training_outputs: also output "logit" (B,1), and for the distilled DeiT "cls_logit"
             and "distill_logit" (B,1) (train on labels / teacher hard labels).
         fusion, discard_ratio: transformers' rollout ("mean"|"max"|"min"; [0, 1)).
-        fast_depthwise, pooling: CNNs' depthwise layers ("auto"|"on"|"off") and CAM pooling
-            ("avg"|"lse", see CAMHead).
+        fast_depthwise, fast_pointwise, pooling: CNNs' depthwise and 1x1 convolution layers
+            ("auto"|"on"|"off": their CPU forms) and CAM pooling ("avg"|"lse", see CAMHead).
         dropout: before the score head, both kinds.
             The defaults are those of the ``model.*`` config keys (`kerasxai.config.ModelConfig`);
             options that do not apply to the model are ignored (one config serves all).
@@ -95,6 +96,7 @@ def build_model(
             dropout=dropout,
             pooling=pooling,
             fast_depthwise=fast_depthwise,
+            fast_pointwise=fast_pointwise,
             training_outputs=training_outputs,
         )
     if fmt == "keras":
@@ -125,6 +127,7 @@ def build_from_config(model_cfg, input_shape, **kwargs) -> keras.Model:
         discard_ratio=model_cfg.discard_ratio,
         dropout=model_cfg.dropout,
         fast_depthwise=model_cfg.fast_depthwise,
+        fast_pointwise=model_cfg.fast_pointwise,
         pooling=model_cfg.pooling,
         **kwargs,
     )
