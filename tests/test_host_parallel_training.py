@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasxai.config import ConfigError, load_config
+from kerasxai.config import load_config
 from kerasxai.training import host_parallel
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the split train step is JAX's")
@@ -73,21 +73,40 @@ def test_fit_trains_with_the_split_step():
     assert history.history["loss"][1] < history.history["loss"][0]
 
 
-def test_parts_follow_the_switch_and_refuse_random_layers(monkeypatch):
+def test_parts_follow_the_switch(monkeypatch):
     monkeypatch.setattr(host_parallel, "cores", lambda: 2)
-    cfg = lambda mode: load_config(None, ["data.reader=synthetic", "model.name=mobilenetv3_large_d", f"train.host_parallel={mode}"])  # noqa: E731
-    plain, dropout = _plain_model(4), _plain_model(4, dropout=0.5)
-    assert host_parallel.resolve_parts(cfg("auto"), plain) == 2
-    assert host_parallel.resolve_parts(cfg("off"), plain) == 1
-    assert host_parallel.resolve_parts(cfg("auto"), dropout) == 1
-    vit = lambda mode: load_config(None, ["data.reader=synthetic", "model.name=vit_tiny_patch16_224",  # noqa: E731
-                                          f"train.host_parallel={mode}"])
-    assert host_parallel.resolve_parts(vit("auto"), plain) == 1
-    assert host_parallel.resolve_parts(vit("on"), plain) == 2
-    with pytest.raises(ConfigError, match="train.host_parallel"):
-        host_parallel.resolve_parts(cfg("on"), dropout)
+    cfg = lambda name, mode: load_config(None, ["data.reader=synthetic", f"model.name={name}",  # noqa: E731
+                                                f"train.host_parallel={mode}"])
+    assert host_parallel.resolve_parts(cfg("mobilenetv3_large_d", "auto")) == 2
+    assert host_parallel.resolve_parts(cfg("efficientnetv2_s_d", "auto")) == 2  # stochastic depth
+    assert host_parallel.resolve_parts(cfg("mobilenetv3_large_d", "off")) == 1
+    assert host_parallel.resolve_parts(cfg("vit_tiny_patch16_224", "auto")) == 1
+    assert host_parallel.resolve_parts(cfg("vit_tiny_patch16_224", "on")) == 2
     monkeypatch.setattr(host_parallel, "cores", lambda: 1)
-    assert host_parallel.resolve_parts(cfg("on"), plain) == 1
+    assert host_parallel.resolve_parts(cfg("mobilenetv3_large_d", "on")) == 1
+
+
+def test_random_layers_draw_other_numbers_in_each_part():
+    """Two parts with the same tiles get different dropout masks (so different gradients); the
+    seed state after a step is the one of one execution."""
+    import jax
+
+    split, whole = _plain_model(4, dropout=0.5), _plain_model(4, dropout=0.5)
+    host_parallel.install(split, 2)
+    x, y = _batch(4, seed=2)
+    split.train_on_batch(x, y)  # builds the step and the optimizer
+    whole.train_on_batch(x, y)
+    step = host_parallel.HostParallelTrainStep(split, 2)
+    state = tuple([v.value for v in vs] for vs in (split.trainable_variables, split.non_trainable_variables,
+                                                    split.optimizer.variables, split.metrics_variables))
+    grads = [step._part(state, np.uint32(i), x, y, None)[0] for i in (0, 1, 0)]
+    flat = [np.concatenate([np.ravel(g) for g in jax.tree.leaves(gs)]) for gs in grads]
+    np.testing.assert_array_equal(flat[2], flat[0])  # the same part draws the same numbers
+    assert not np.allclose(flat[1], flat[0])
+    seeds = [v for v in split.non_trainable_variables if "int" in str(v.dtype)]
+    assert seeds
+    for a, b in zip(seeds, [v for v in whole.non_trainable_variables if "int" in str(v.dtype)]):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_compile_model_installs_the_split_step(monkeypatch):

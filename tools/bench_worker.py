@@ -356,7 +356,7 @@ def task_train(args):
         cfg = _train_config(name, args)
         model = _compiled_for_training(cfg)
         rec = {"build_s": round(time.perf_counter() - t0, 1), "params": int(model.count_params()),
-               "transformer": is_transformer(name), "host_parallel_parts": host_parallel.resolve_parts(cfg, model),
+               "transformer": is_transformer(name), "host_parallel_parts": host_parallel.resolve_parts(cfg),
                "batches": {}}
         variants = {"train_step": model}
         if rec["host_parallel_parts"] > 1:

@@ -10,10 +10,11 @@ adds up the metric updates.
 
 What differs from one execution: BatchNormalization normalizes each part with that part's
 statistics (as data-parallel training on several devices does) and its moving statistics take
-the parts' weighted mean. Models that draw random numbers in training (dropout) would draw the
-same numbers in every part, so ``auto`` keeps them on one execution and ``on`` refuses them.
-``auto`` also keeps the transformers on one execution: XLA runs their steps on smaller batches
-at a lower rate per tile, which costs more than the second core gives.
+the parts' weighted mean. Random layers (dropout, stochastic depth) draw from their seed
+generator's state moved by a different offset in each part, so no two parts draw the same
+numbers; the state then advances as one execution advances it. ``auto`` keeps the transformers
+on one execution: XLA runs their steps on smaller batches at a lower rate per tile, which
+costs more than the second core gives.
 """
 
 from __future__ import annotations
@@ -30,13 +31,20 @@ from kerasxai.runtime import Switch, cores, switch_on
 KEY = "train.host_parallel"
 
 
-def draws_random_numbers(model) -> bool:
-    """Whether `model` carries random-number state (a seed generator's integer variable)."""
-    return any(not str(v.dtype).startswith(("float", "bfloat")) for v in model.non_trainable_variables)
+# Part i adds i times this odd constant (2^32 / golden ratio) to the seed element of every seed
+# generator's state (seed, counter): the parts draw from distinct streams while the counter
+# advances as in one execution.
+SEED_STRIDE = 0x9E3779B9
 
 
-def resolve_parts(cfg: Config, model) -> int:
-    """How many parts each train batch is split into for `cfg` and `model` (1: no split)."""
+def _seed_slots(model) -> list[int]:
+    """Positions of `model`'s random-number states (seed generators' integer variables) among its
+    non-trainable variables."""
+    return [i for i, v in enumerate(model.non_trainable_variables) if not str(v.dtype).startswith(("float", "bfloat"))]
+
+
+def resolve_parts(cfg: Config) -> int:
+    """How many parts each train batch is split into for `cfg` (1: no split)."""
     mode = Switch.parse(cfg.train.host_parallel, KEY)
     if not switch_on(mode, KEY) or cores() < 2:
         return 1
@@ -44,11 +52,6 @@ def resolve_parts(cfg: Config, model) -> int:
         return 1  # train.data_parallel already spreads the batch over devices
     if mode is Switch.auto and is_transformer(cfg.model.name):
         return 1  # their steps slow down on smaller batches (BENCHMARKS.md, "Training speed")
-    if draws_random_numbers(model):
-        if mode is Switch.on:
-            raise ConfigError(f"key '{KEY}': 'on' needs a model without random layers in training "
-                              "(dropout): the parts would draw the same numbers; set it to auto or off")
-        return 1
     return cores()
 
 
@@ -82,16 +85,22 @@ class HostParallelTrainStep:
 
         self.model = model
         self.parts = parts
+        self._seeds = _seed_slots(model)
         self._pool = ThreadPoolExecutor(parts, thread_name_prefix="kerasxai-train")
         self._part = jax.jit(self._part_step)
         self._combine = jax.jit(self._combine_step, donate_argnums=(0,))
 
-    def _part_step(self, state, x, y, sample_weight):
-        """Loss gradient, new non-trainable values and metric values of one part."""
+    def _part_step(self, state, index, x, y, sample_weight):
+        """Loss gradient, new non-trainable values and metric values of part `index`."""
         import jax
+        import jax.numpy as jnp
 
         model = self.model
         tv, ntv, ov, mv = state
+        offset = (index * jnp.uint32(SEED_STRIDE)).astype(jnp.uint32)
+        ntv = list(ntv)
+        for i in self._seeds:
+            ntv[i] = ntv[i] + jnp.zeros_like(ntv[i]).at[0].set(offset.astype(ntv[i].dtype))
         grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
         (_, aux), grads = grad_fn(tv, ntv, mv, x, y, sample_weight, training=True, optimizer_variables=ov)
         unscaled_loss, y_pred, ntv, mv = aux
@@ -109,7 +118,9 @@ class HostParallelTrainStep:
             return sum(w * v for w, v in zip(weights, values))
 
         grads = jax.tree.map(weighted, *[o[0] for o in outs])
-        ntv = [weighted(*vs).astype(vs[0].dtype) for vs in zip(*[o[1] for o in outs])]
+        # statistics: the parts' weighted mean; random-number states: part 0's (offset 0)
+        ntv = [vs[0] if i in self._seeds else weighted(*vs).astype(vs[0].dtype)
+               for i, vs in enumerate(zip(*[o[1] for o in outs]))]
         mv = [start + sum(part - start for part in vs) for start, *vs in zip(mv, *[o[2] for o in outs])]
         tv, ov = model.optimizer.stateless_apply(ov, grads, tv)
         with keras.StatelessScope(state_mapping=list(zip(model.metrics_variables, mv))):
@@ -124,11 +135,11 @@ class HostParallelTrainStep:
         pieces = [keras.tree.map_structure(lambda a: None if a is None else a[lo:hi], (x, y, sample_weight))
                   for lo, hi in zip(bounds[:-1], bounds[1:])]
 
-        def run(piece):
+        def run(index):
             import jax
 
-            return jax.block_until_ready(self._part(state, *piece))
+            return jax.block_until_ready(self._part(state, np.uint32(index), *pieces[index]))
 
-        outs = list(self._pool.map(run, pieces)) if parts > 1 else [run(pieces[0])]
+        outs = list(self._pool.map(run, range(parts))) if parts > 1 else [run(0)]
         weights = [float(hi - lo) / n for lo, hi in zip(bounds[:-1], bounds[1:])]
         return self._combine(state, outs, weights)

@@ -83,5 +83,5 @@ def compile_model(model, cfg: Config, learning_rate: Optional[float] = None, dis
         loss_weights=weights,
         metrics={"score": score_metrics()},
     )
-    host_parallel.install(model, host_parallel.resolve_parts(cfg, model))
+    host_parallel.install(model, host_parallel.resolve_parts(cfg))
     return model
