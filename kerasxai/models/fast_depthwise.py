@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerasxai.models.layer_swap import swap_layers
+from kerasxai.models import layer_swap
 from kerasxai.runtime import switch_on
 
 
@@ -106,9 +106,7 @@ def resolve(mode: str = "auto") -> bool:
 def replacement(mode: str = "auto"):
     """The `layer_swap.swap_layers` rule for `mode`: supported `DepthwiseConv2D` layers become
     `FastDepthwiseConv2D` (mode on, or auto here on), fast ones become standard (off)."""
-    if resolve(mode):
-        return lambda layer: FastDepthwiseConv2D if supports(layer) and not isinstance(layer, FastDepthwiseConv2D) else None
-    return lambda layer: keras.layers.DepthwiseConv2D if isinstance(layer, FastDepthwiseConv2D) else None
+    return layer_swap.replacement(resolve(mode), keras.layers.DepthwiseConv2D, FastDepthwiseConv2D, supports)
 
 
 def apply(model, mode: str = "auto"):
@@ -118,4 +116,4 @@ def apply(model, mode: str = "auto"):
     Returns `model` itself when there is nothing to swap. Subclassed (non-functional) models
     are returned unchanged.
     """
-    return swap_layers(model, replacement(mode))
+    return layer_swap.swap_layers(model, replacement(mode))

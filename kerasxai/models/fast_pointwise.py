@@ -1,4 +1,4 @@
-"""Pointwise (1x1) convolution as a matrix product, for training under JAX on CPU.
+"""Pointwise (1x1) convolution as a matrix product, for the JAX backend on CPU.
 
 XLA on CPU computes the kernel gradient of a 1x1 convolution as a convolution over the whole
 batch with transposed operands, many times slower than the same arithmetic as one matrix
@@ -21,7 +21,7 @@ import functools
 import keras
 from keras import ops
 
-from kerasxai.models.layer_swap import swap_layers
+from kerasxai.models import layer_swap
 from kerasxai.runtime import switch_on
 
 
@@ -107,12 +107,10 @@ def resolve(mode: str = "auto") -> bool:
 def replacement(mode: str = "auto"):
     """The `layer_swap.swap_layers` rule for `mode`: supported `Conv2D` layers become
     `FastPointwiseConv2D` (mode on, or auto here on), fast ones become standard (off)."""
-    if resolve(mode):
-        return lambda layer: FastPointwiseConv2D if supports(layer) and not isinstance(layer, FastPointwiseConv2D) else None
-    return lambda layer: keras.layers.Conv2D if isinstance(layer, FastPointwiseConv2D) else None
+    return layer_swap.replacement(resolve(mode), keras.layers.Conv2D, FastPointwiseConv2D, supports)
 
 
 def apply(model, mode: str = "auto"):
     """`model` rebuilt with fast pointwise layers (mode on/auto-on) or standard ones (off),
     weights and outputs unchanged; `model` itself when there is nothing to swap."""
-    return swap_layers(model, replacement(mode))
+    return layer_swap.swap_layers(model, replacement(mode))

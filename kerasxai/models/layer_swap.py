@@ -15,6 +15,14 @@ import keras
 Replacement = Callable[[keras.layers.Layer], Optional[type]]
 
 
+def replacement(fast_on: bool, standard: type, fast: type, supports) -> Replacement:
+    """The rule between a Keras layer class and its fast form: with `fast_on`, the layers that
+    `supports` accepts become `fast`; otherwise `fast` layers become `standard` again."""
+    if fast_on:
+        return lambda layer: fast if supports(layer) and not isinstance(layer, fast) else None
+    return lambda layer: standard if isinstance(layer, fast) else None
+
+
 def swap_layers(model, *replacements: Replacement):
     """`model` rebuilt with every layer that a replacement names a class for rebuilt as that
     class (the first replacement that names one wins), weights copied, so outputs are unchanged.
