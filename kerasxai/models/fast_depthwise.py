@@ -11,8 +11,9 @@ float rounding, at the speed BENCHMARKS.md ("Inference: models and backends") re
 (kh, kw, C, 1) and `bias` variables, so weights copy over) whose `call` uses that form.
 `apply(model, mode)` rebuilds a functional model (e.g. a `keras.applications` backbone)
 with every supported `DepthwiseConv2D` swapped for it, weights unchanged; `mode="off"`
-swaps back (`replacement(mode)` is the same rule for `layer_swap.swap_layers`). `mode="auto"` (the default of `cfg.model.fast_depthwise`) is on for the JAX
-backend when JAX's default device is the CPU, off otherwise (GPU/TPU, TF backend).
+swaps back (`replacement(mode)` is the same rule for `layer_swap.swap_layers`).
+`mode="auto"` (the default of `cfg.model.fast_depthwise`) is on for the JAX backend when
+JAX's default device is the CPU, off otherwise (GPU/TPU, TF backend).
 """
 
 from __future__ import annotations
