@@ -97,10 +97,10 @@ class HostParallelTrainStep:
 
         model = self.model
         tv, ntv, ov, mv = state
-        offset = (index * jnp.uint32(SEED_STRIDE)).astype(jnp.uint32)
+        offset = index * jnp.uint32(SEED_STRIDE)  # wraps modulo 2^32
         ntv = list(ntv)
         for i in self._seeds:
-            ntv[i] = ntv[i] + jnp.zeros_like(ntv[i]).at[0].set(offset.astype(ntv[i].dtype))
+            ntv[i] = ntv[i].at[0].add(offset.astype(ntv[i].dtype))
         grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
         (_, aux), grads = grad_fn(tv, ntv, mv, x, y, sample_weight, training=True, optimizer_variables=ov)
         unscaled_loss, y_pred, ntv, mv = aux
