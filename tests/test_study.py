@@ -106,10 +106,21 @@ def test_eta_weighs_each_search_by_its_passes(study):
     assert cpu == pytest.approx(small * study.BUDGETS["cpu"]["passes"]["transformer"])
 
 
+@pytest.mark.parametrize("budget", ["small", "cpu"])
+def test_searches_run_cheapest_first_and_the_distilled_deit_after_every_cnn(study, budget):
+    order = [m for m, _ in study.run_order(study.MODELS, budget)]
+    assert sorted(order) == sorted(m for m, _ in study.MODELS)
+    assert order[-1] == "deit_tiny_distilled_patch16_224"
+    costs = [study.cost(budget, m) for m in order[:-1]]
+    assert costs == sorted(costs)
+    # the EfficientNetV2-S pair, the dearest CNNs, comes after the transformers they would hold up
+    assert order.index("vit_tiny_patch16_224") < order.index("efficientnetv2_s")
+
+
 def test_a_rerun_skips_finished_searches_and_the_evaluation_of_the_same_runs(study, tmp_path, monkeypatch):
     """Ctrl-C during the second search keeps the first; each rerun runs only what is left, and the
     evaluation again only when the best runs changed (or --report-only asks)."""
-    calls, interrupt = [], {"mobilenetv3_large_d"}
+    calls, interrupt = [], {"mobilenetv3_large"}
 
     def search(args, out, state, model, stem):
         calls.append(model)
@@ -130,11 +141,11 @@ def test_a_rerun_skips_finished_searches_and_the_evaluation_of_the_same_runs(stu
     out = tmp_path / "study"
     argv = ["--budget", "cpu", "--out", str(out), "--models", "mobilenetv3_large,mobilenetv3_large_d,vit_tiny_patch16_224"]
     assert study.main(argv) == 130
-    assert calls == ["mobilenetv3_large", "mobilenetv3_large_d"]
-    assert list(json.loads((out / "state.json").read_text())["steps"]) == ["tune:mobilenetv3_large"]
+    assert calls == ["mobilenetv3_large_d", "mobilenetv3_large"]  # cheapest first
+    assert list(json.loads((out / "state.json").read_text())["steps"]) == ["tune:mobilenetv3_large_d"]
     calls.clear()
     assert study.main(argv) == 0
-    assert calls == ["mobilenetv3_large_d", "vit_tiny_patch16_224", "evaluate"]
+    assert calls == ["mobilenetv3_large", "vit_tiny_patch16_224", "evaluate"]
     calls.clear()
     assert study.main(argv) == 0 and calls == []  # everything done: nothing runs again
     state = json.loads((out / "state.json").read_text())

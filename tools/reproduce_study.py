@@ -24,8 +24,10 @@ and rerun the same command, as often as needed: finished steps are skipped (the 
 while the runs it scored are the best ones), finished trials are kept, and the interrupted trial
 continues its run folder from its last completed epoch (kerasxai.tuning). Ctrl-C and `kill`
 let the running trial stop at its next batch end. Progress and an estimate of the remaining time
-are printed between steps. DeiT-distilled learns its distillation head from the best CNN of the
-study (hard-label distillation), so the CNNs run first.
+are printed between steps. The searches run cheapest first (`run_order`), so that a study stopped
+half-way holds as many trained models as its hours allow, CNNs and transformers both; DeiT-distilled
+learns its distillation head from the best CNN of the study (hard-label distillation), so it runs
+last. RESULTS.md lists the models in the study's order (MODELS).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from kerasxai.tables import markdown_table
 # the study's own PCB numbers (thesis tables 3.2 and 3.4), for comparison
 from kerasxai.thesis import THESIS_MAPS, THESIS_TRAINING
 
-# (model name, config stem); CNNs first: the distilled DeiT needs a teacher.
+# (model name, config stem) in the thesis' order, which the tables keep.
 MODELS = [
     ("mobilenetv3_large", "mobilenet"),
     ("mobilenetv3_large_d", "mobilenet_d"),
@@ -178,6 +180,12 @@ def recipe_overrides(recipe: Path, model: str, budget: dict) -> dict[str, object
     if kind == "cnn":
         ov.update(_flat({k: v for k, v in (doc.get("model") or {}).items() if k != "name"}, "model."))
     return ov
+
+
+def run_order(models: list[tuple[str, str]], budget: str) -> list[tuple[str, str]]:
+    """The searches in the order they run: cheapest first, the distilled DeiT last (its teacher is
+    the best CNN, so every CNN runs before it)."""
+    return sorted(models, key=lambda m: (m[0].startswith("deit_tiny_distilled"), cost(budget, m[0])))
 
 
 def budget_overrides(name: str, model: str) -> list[str]:
@@ -708,7 +716,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     state = load_state(out)
     state.setdefault("started", time.strftime("%Y-%m-%d %H:%M:%S"))
-    models = MODELS if not args.models else [(m, s) for m, s in MODELS if m in args.models.split(",")]
+    models = run_order(MODELS if not args.models else [(m, s) for m, s in MODELS if m in args.models.split(",")],
+                       args.budget)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if not (args.report_only or args.render_only):
