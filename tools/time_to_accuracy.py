@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import shlex
 import subprocess
@@ -130,8 +131,11 @@ def main(argv=None) -> int:
     rows = [row for name, run in runs for row in curve(name, run)]
     from kerasxai.runtime import atomic_write_text
 
-    lines = [",".join(FIELDS)] + [",".join("" if r[k] is None else str(r[k]) for k in FIELDS) for r in rows]
-    atomic_write_text(out / "tta.csv", "\n".join(lines) + "\n")
+    text = io.StringIO()  # csv quotes the labels that hold a comma
+    writer = csv.DictWriter(text, FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: r[k] for k in FIELDS} for r in rows)
+    atomic_write_text(out / "tta.csv", text.getvalue())
     plot(rows, out / "tta.png", args.title)
     for name, run in runs:
         last = [r for r in rows if r["recipe"] == name][-1]
