@@ -182,10 +182,15 @@ def recipe_overrides(recipe: Path, model: str, budget: dict) -> dict[str, object
     return ov
 
 
+def needs_teacher(model: str) -> bool:
+    """Whether `model` learns from the study's best CNN (the distilled DeiT's distillation head)."""
+    return model.startswith("deit_tiny_distilled")
+
+
 def run_order(models: list[tuple[str, str]], budget: str) -> list[tuple[str, str]]:
-    """The searches in the order they run: cheapest first, the distilled DeiT last (its teacher is
-    the best CNN, so every CNN runs before it)."""
-    return sorted(models, key=lambda m: (m[0].startswith("deit_tiny_distilled"), cost(budget, m[0])))
+    """The searches in the order they run: cheapest first, those that need a teacher last (after
+    every CNN)."""
+    return sorted(models, key=lambda m: (needs_teacher(m[0]), cost(budget, m[0])))
 
 
 def budget_overrides(name: str, model: str) -> list[str]:
@@ -313,7 +318,7 @@ def search_overrides(args, out: Path, model: str, state: dict) -> list[str]:
     ov = [f"tune.dir={out / 'tuning'}", f"tune.trials={budget['trials']}", *budget_overrides(args.budget, model)]
     if args.weights:
         ov.append(f"model.weights={args.weights}")
-    if model.startswith("deit_tiny_distilled"):
+    if needs_teacher(model):
         teacher = state.get("teacher_run")
         if teacher:
             ov.append(f"train.teacher_run={teacher}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import shlex
 import subprocess
@@ -130,12 +129,9 @@ def main(argv=None) -> int:
         runs.append((name, train_recipe(args.config, name, shlex.split(overrides), out / "runs")))
     rows = [row for name, run in runs for row in curve(name, run)]
     from kerasxai.runtime import atomic_write_text
+    from kerasxai.tables import csv_table
 
-    text = io.StringIO()  # csv quotes the labels that hold a comma
-    writer = csv.DictWriter(text, FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: r[k] for k in FIELDS} for r in rows)
-    atomic_write_text(out / "tta.csv", text.getvalue())
+    atomic_write_text(out / "tta.csv", csv_table(FIELDS, [[r[k] for k in FIELDS] for r in rows]))
     plot(rows, out / "tta.png", args.title)
     for name, run in runs:
         last = [r for r in rows if r["recipe"] == name][-1]
