@@ -19,7 +19,7 @@ FLOORS = [
     ["kerasxai.data", "kerasxai.metrics", "kerasxai.models"],
     ["kerasxai.explain", "kerasxai.runs", "kerasxai.pretrained"],
     ["kerasxai.training", "kerasxai.tuning", "kerasxai.evaluation", "kerasxai.localize", "kerasxai.serving",
-     "kerasxai.report", "kerasxai.tensorboard_images", "kerasxai.sample"],
+     "kerasxai.report", "kerasxai.curves", "kerasxai.tensorboard_images", "kerasxai.sample"],
     ["kerasxai.run_evaluation", "kerasxai.prediction", "kerasxai.tuning_cluster"],
     ["kerasxai.cli", "kerasxai.__main__", "kerasxai.prepare", "kerasxai.train", "kerasxai.tune",
      "kerasxai.evaluate", "kerasxai.predict", "kerasxai.export", "kerasxai.demo"],

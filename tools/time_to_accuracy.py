@@ -15,8 +15,6 @@ first epoch's compilation included. Writes ``tta.csv`` (one row per run and epoc
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import shlex
 import subprocess
 import sys
@@ -24,60 +22,7 @@ from pathlib import Path
 
 import _checkout  # noqa: F401
 
-FIELDS = ["recipe", "epoch", "minutes", "tiles", "val_auc", "val_accuracy", "learning_rate", "run"]
-
-
-def curve(label: str, run_dir: Path) -> list[dict]:
-    """One row per completed epoch of `run_dir`: cumulative minutes and tiles, validation metrics."""
-    from kerasxai.runs import HISTORY, run_config
-
-    cfg = run_config(run_dir)
-    path = run_dir / HISTORY
-    if not path.is_file():
-        raise SystemExit(f"time_to_accuracy: '{path}' not found: the run has no completed epoch")
-    with open(path, newline="") as f:
-        history = list(csv.DictReader(f))
-    summary = run_dir / "summary.json"
-    steps = json.loads(summary.read_text())["steps_per_epoch"] if summary.is_file() else cfg.train.steps_per_epoch
-    rows, seconds = [], 0.0
-
-    def pick(row, *keys):
-        return next((float(row[k]) for k in keys if row.get(k) not in (None, "")), None)
-
-    for row in history:
-        seconds += float(row["epoch_seconds"])
-        epoch = int(row["epoch"]) + 1
-        rows.append({
-            "recipe": label, "epoch": epoch, "minutes": round(seconds / 60, 3),
-            "tiles": epoch * int(steps or 0) * cfg.train.batch_size,
-            "val_auc": pick(row, "val_score_auc", "val_auc"),
-            "val_accuracy": pick(row, "val_score_accuracy", "val_accuracy"),
-            "learning_rate": pick(row, "learning_rate"), "run": str(run_dir),
-        })
-    return rows
-
-
-def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for label in dict.fromkeys(r["recipe"] for r in rows):
-        mine = [r for r in rows if r["recipe"] == label]
-        minutes = [r["minutes"] for r in mine]
-        for ax, key in zip(axes, ("val_auc", "val_accuracy")):
-            ax.plot(minutes, [r[key] for r in mine], marker="o", ms=3, label=label)
-    for ax, name in zip(axes, ("validation AUC", "validation accuracy")):
-        ax.set_xlabel("training wall time (minutes)")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+FIELDS = ["recipe", "epoch", "minutes", "tiles", "val_auc", "val_accuracy", "learning_rate", "run"]  # tta.csv
 
 
 def train_recipe(config: str, label: str, overrides: list[str], runs_dir: Path) -> Path:
@@ -127,12 +72,17 @@ def main(argv=None) -> int:
     runs = [(name, Path(path)) for name, path in _named(args.run, "--run")]
     for name, overrides in _named(args.recipe, "--recipe"):
         runs.append((name, train_recipe(args.config, name, shlex.split(overrides), out / "runs")))
-    rows = [row for name, run in runs for row in curve(name, run)]
+    from kerasxai.curves import plot_curves, run_curve
+    from kerasxai.runs import RunError
     from kerasxai.runtime import atomic_write_text
     from kerasxai.tables import csv_table
 
+    try:
+        rows = [row for name, run in runs for row in run_curve(name, run)]
+    except RunError as exc:
+        raise SystemExit(f"time_to_accuracy: {exc}")
     atomic_write_text(out / "tta.csv", csv_table(FIELDS, [[r[k] for k in FIELDS] for r in rows]))
-    plot(rows, out / "tta.png", args.title)
+    plot_curves(rows, out / "tta.png", args.title)
     for name, run in runs:
         last = [r for r in rows if r["recipe"] == name][-1]
         print(f"{name}: {last['epoch']} epochs, {last['minutes']:.1f} min, val AUC {last['val_auc']:.4f}, "
