@@ -4,7 +4,7 @@ import json
 from argparse import Namespace
 
 import pytest
-from conftest import load_tool
+from conftest import history_run, load_tool
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +214,29 @@ def test_results_name_each_search_space_and_the_overrides_per_model(study, tmp_p
     cnn, vit = (" ".join(state["steps"][f"tune:{m}"]["overrides"]) for m in ("mobilenetv3_large", "vit_tiny_patch16_224"))
     assert f"mobilenetv3_large: `{cnn}`; vit_tiny_patch16_224: `{vit}`; evaluation `all test tiles`" in text
     assert "backend tensorflow;" in text and "train for the recipe's passes over every training tile" in text
+
+
+def test_results_show_every_trials_curve_and_what_it_reached(study, tmp_path):
+    out = tmp_path / "study"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "results.json").write_text(json.dumps({"context": {"tiles": 3600}, "metrics": [], "ranking": []}))
+    state = {"steps": {}}
+    for model, cfg_name, curves in [("mobilenetv3_large_d", "m", [[0.6, 0.8, 0.9, 0.95], [0.5, 0.5, 0.5, 0.5]]),
+                                    ("vit_tiny_patch16_224", "v", [[0.55, 0.6, 0.62, 0.61]])]:
+        folder = out / "tuning" / cfg_name
+        for trial, aucs in enumerate(curves):
+            history_run(folder / "runs", f"{cfg_name}-trial_{trial}-20260101-000000", [60.0] * len(aucs), aucs)
+        (folder / "trials.csv").write_text(
+            "trial,learning_rate,batch_size,val_loss,val_accuracy,test_loss,test_accuracy,status,best\n"
+            + "".join(f"{t},0.002,32,0.3,0.8,0.3,0.97,COMPLETED,{t == 0}\n" for t in range(len(curves))))
+        state["steps"][f"tune:{model}"] = {"cfg_name": cfg_name, "run": str(folder / "runs" / f"{cfg_name}-trial_0"),
+                                           "learning_rate": 0.002, "batch_size": 32, "val_loss": 0.3, "val_accuracy": 0.8,
+                                           "test_loss": 0.3, "test_accuracy": 0.97}
+    text = study.render_results(_cpu_args(), out, state)
+    # best trial first; the gain over the last quarter tells the rising curve from the flat one
+    assert "| mobilenetv3_large_d | 0 | 0.002 | 32 | 4 | 0.6000 | 0.9500 | 0.9500 (4) | +0.0500 | 85.00 | 97.00 | yes |" in text
+    assert "| mobilenetv3_large_d | 1 | 0.002 | 32 | 4 | 0.5000 | 0.5000 | 0.5000 (1) | +0.0000 | 40.00 | 97.00 |  |" in text
+    assert "| vit_tiny_patch16_224 | 0 | 0.002 | 32 | 4 | 0.5500 | 0.6100 | 0.6200 (3) | -0.0100 | 51.00 | 97.00 | yes |" in text
+    assert "![Learning curves of the CNNs](" in text and "![Learning curves of the transformers](" in text
+    study.write_curve_figures(out, study.trial_curves(out, state))
+    assert (out / "curves" / "cnn.png").stat().st_size > 10_000 and (out / "curves" / "transformer.png").is_file()

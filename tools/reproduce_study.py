@@ -9,7 +9,8 @@ For each of the seven models: a KerasTuner search (`python -m kerasxai.tune`), t
 trial's run as the trained model (each trial is a full training run, as the thesis picks
 "the best hyperparameter search trial run"), then one evaluation of all best runs
 (`python -m kerasxai.evaluate`: tables 3.4/3.5, full-vs-downscaled bars, fusion x discard
-grids, baselines) and RESULTS.md rendered from the saved files only.
+grids, baselines) and RESULTS.md rendered from the saved files only, with every trial's learning
+curve (`<out>/curves/`) drawn from its history.
 
 Budgets (BUDGETS): `small` shows the flow in under two hours (a few hundred tiles an epoch: every
 model stays a base-rate classifier); `cpu` trains every model with the random-init recipe of
@@ -325,18 +326,28 @@ def search_overrides(args, out: Path, model: str, state: dict) -> list[str]:
     return ov + list(args.overrides)
 
 
+def trial_rows(out: Path, cfg_name: str) -> list[dict]:
+    """The rows of a search's trials.csv (one per trial; "best" is "True" on the best)."""
+    with open(out / "tuning" / cfg_name / "trials.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def trial_run(out: Path, cfg_name: str, trial: str) -> Path | None:
+    """The run folder of a search's trial (its latest attempt), None if it has none."""
+    runs = sorted((out / "tuning" / cfg_name / "runs").glob(f"{cfg_name}-trial_{trial}-*"))
+    return runs[-1] if runs else None
+
+
 def best_trial_run(out: Path, cfg_name: str) -> tuple[dict, Path]:
     """The best row of a finished search and that trial's run folder."""
     folder = out / "tuning" / cfg_name
-    with open(folder / "trials.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    best = [r for r in rows if r["best"] == "True"]
+    best = [r for r in trial_rows(out, cfg_name) if r["best"] == "True"]
     if not best:
         raise StudyError(f"no completed trial in {folder / 'trials.csv'}: see {out / 'logs'}")
-    runs = sorted((folder / "runs").glob(f"{cfg_name}-trial_{best[0]['trial']}-*"))
-    if not runs or not (runs[-1] / "best.keras").is_file():
+    run = trial_run(out, cfg_name, best[0]["trial"])
+    if run is None or not (run / "best.keras").is_file():
         raise StudyError(f"the best trial's run folder is missing under {folder / 'runs'}")
-    return best[0], runs[-1]
+    return best[0], run
 
 
 def pick_teacher(state: dict) -> str | None:
@@ -582,6 +593,66 @@ def search_space_rows(out: Path, state: dict) -> list[list]:
     return rows
 
 
+FAMILY_NAMES = {"cnn": "CNNs", "transformer": "transformers"}
+
+
+def trial_curves(out: Path, state: dict) -> list[tuple[str, dict, list[dict]]]:
+    """``(model, trials.csv row, curve)`` for every trial with a history of every finished search,
+    the best trial of each search first; the best trial's curve is labelled with the model, the
+    others "<model>, trial N"."""
+    from kerasxai.curves import run_curve
+    from kerasxai.runs import HISTORY
+
+    found = []
+    for model, _ in MODELS:
+        step = state["steps"].get(f"tune:{model}")
+        if not step or not (out / "tuning" / step["cfg_name"] / "trials.csv").is_file():
+            continue
+        for row in sorted(trial_rows(out, step["cfg_name"]), key=lambda r: r["best"] != "True"):
+            run = trial_run(out, step["cfg_name"], row["trial"])
+            if run is not None and (run / HISTORY).is_file():
+                label = model if row["best"] == "True" else f"{model}, trial {row['trial']}"
+                found.append((model, row, run_curve(label, run)))
+    return found
+
+
+def curve_figure(out: Path, kind: str) -> Path:
+    return out / "curves" / f"{kind}.png"
+
+
+def write_curve_figures(out: Path, curves: list[tuple[str, dict, list[dict]]]) -> None:
+    """One figure per model family: every trial's validation curves against epochs, the best
+    trial of each search solid, the others dashed."""
+    from kerasxai.curves import plot_curves
+
+    for kind, name in FAMILY_NAMES.items():
+        mine = [(row, curve) for model, row, curve in curves if family(model) == kind]
+        if mine:
+            path = curve_figure(out, kind)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            plot_curves([r for _, curve in mine for r in curve], path, f"Learning curves of the {name} (validation split)",
+                        x="epoch", faint=frozenset(curve[0]["recipe"] for row, curve in mine if row["best"] != "True"))
+
+
+def curve_rows(curves: list[tuple[str, dict, list[dict]]]) -> list[list]:
+    """What each trial reached: its hyperparameters, validation AUC after the first and the last
+    epoch, its best and when, the gain over the last quarter of the epochs (still rising or
+    not), the last validation accuracy and the test accuracy."""
+    rows = []
+    for model, trial, curve in curves:
+        auc = [r["val_auc"] for r in curve]
+        known = [i for i, v in enumerate(auc) if v is not None]
+        best = max(known, key=lambda i: auc[i]) if known else None
+        back = len(curve) - 1 - max(1, len(curve) // 4)
+        gain = auc[-1] - auc[back] if back >= 0 and auc[-1] is not None and auc[back] is not None else None
+        acc = lambda v: None if v in (None, "") else 100 * float(v)  # noqa: E731
+        rows.append([model, trial["trial"], f"{float(trial['learning_rate']):.2g}", trial["batch_size"], str(len(curve)),
+                     _f(auc[0]), _f(auc[-1]), f"{_f(auc[best])} ({best + 1})" if best is not None else "-",
+                     "-" if gain is None else f"{gain:+.4f}", _f(acc(curve[-1]["val_accuracy"]), 2),
+                     _f(acc(trial["test_accuracy"]), 2), "yes" if trial["best"] == "True" else ""])
+    return rows
+
+
 def render_results(args, out: Path, state: dict) -> str:
     report = out / "report"
     results = json.loads((report / "results.json").read_text())
@@ -628,6 +699,18 @@ def render_results(args, out: Path, state: dict) -> str:
         L += ["", "Search space per model (each search's `search.json`): learning rate log-uniform between the "
               "bounds, batch size one of those listed.", "",
               _table(["Model", "Learning rate", "Batch sizes", "Epochs per trial"], space)]
+    curves = trial_curves(out, state)
+    if curves:
+        L += ["", "## Learning curves", "",
+              "Every trial of every search after each epoch (each run's `history.csv`; at the cpu budget an epoch is "
+              "a pass over all training tiles): validation AUC and accuracy, the best trial of each search solid and "
+              "the others dashed. The gain over the last quarter of the epochs tells a curve still rising from one "
+              "that has levelled off.", ""]
+        L += [f"![Learning curves of the {FAMILY_NAMES[kind]}]({_rel(curve_figure(out, kind))})\n"
+              for kind in FAMILY_NAMES if any(family(m) == kind for m, _, _ in curves)]
+        L.append(_table(["Model", "Trial", "Learning rate", "Batch size", "Epochs", "Val AUC, epoch 1", "Val AUC, last",
+                         "Best val AUC (epoch)", "Gain, last quarter", "Val accuracy, last, %", "Test accuracy, %",
+                         "Best trial"], curve_rows(curves)))
     L += ["", "Search tables and parallel-coordinates figures per model: "
           + ", ".join(f"[{m}]({_rel(out / 'tuning' / state['steps'][f'tune:{m}']['cfg_name'] / 'trials.md')})"
                       for m, _ in MODELS if f"tune:{m}" in state["steps"]) + ".", ""]
@@ -695,6 +778,7 @@ def render_results(args, out: Path, state: dict) -> str:
 
 
 def write_results(args, out: Path, state: dict) -> Path:
+    write_curve_figures(out, trial_curves(out, state))
     text = render_results(args, out, state)
     path = REPO / "RESULTS.md" if args.results is None else Path(args.results)
     atomic_write_text(path, text)
