@@ -156,16 +156,25 @@ def test_cluster_stops_everything_when_a_worker_fails(tmp_path):
     from kerasxai.tuning_cluster import launch
 
     fake_python = tmp_path / "python"
+    logs_dir = tmp_path / "logs"
+    # the failing worker waits (up to 20 s) until the others have written their line, so that
+    # stopping them cannot overtake their echo on a loaded machine
     fake_python.write_text(
         "#!/bin/sh\n"
         'echo "$KERASTUNER_TUNER_ID $KERASTUNER_ORACLE_IP:$KERASTUNER_ORACLE_PORT $*"\n'
-        'case "$KERASTUNER_TUNER_ID" in tuner1) exit 3;; *) exec sleep 60;; esac\n')
+        'if [ "$KERASTUNER_TUNER_ID" = tuner1 ]; then\n'
+        "  for i in $(seq 200); do\n"
+        f'    [ -s "{logs_dir}/chief.log" ] && [ -s "{logs_dir}/tuner0.log" ] && break; sleep 0.1\n'
+        "  done\n"
+        "  exit 3\n"
+        "fi\n"
+        "exec sleep 60\n")
     fake_python.chmod(0o755)
     overrides = search_overrides(tmp_path, name="cluster")
     code = launch(str(REPO / "configs" / "demo.yaml"), overrides, workers=2, port=8123, timeout=50,
-                  log_dir=tmp_path / "logs", python=str(fake_python))
+                  log_dir=logs_dir, python=str(fake_python))
     assert code == 1
-    logs = {p.stem: p.read_text() for p in (tmp_path / "logs").iterdir()}
+    logs = {p.stem: p.read_text() for p in logs_dir.iterdir()}
     assert sorted(logs) == ["chief", "tuner0", "tuner1"]
     for tuner_id, log in logs.items():
         assert log.startswith(f"{tuner_id} 127.0.0.1:8123 -m kerasxai.tune --config "), log
