@@ -620,18 +620,24 @@ def curve_figure(out: Path, kind: str) -> Path:
     return out / "curves" / f"{kind}.png"
 
 
+def curves_by_family(curves: list[tuple[str, dict, list[dict]]]) -> dict[str, list[tuple[dict, list[dict]]]]:
+    """``{family: [(trials.csv row, curve)]}`` for the families that have curves, in FAMILY_NAMES' order:
+    one figure each."""
+    groups = {kind: [(row, curve) for model, row, curve in curves if family(model) == kind] for kind in FAMILY_NAMES}
+    return {kind: mine for kind, mine in groups.items() if mine}
+
+
 def write_curve_figures(out: Path, curves: list[tuple[str, dict, list[dict]]]) -> None:
     """One figure per model family: every trial's validation curves against epochs, the best
     trial of each search solid, the others dashed."""
     from kerasxai.curves import plot_curves
 
-    for kind, name in FAMILY_NAMES.items():
-        mine = [(row, curve) for model, row, curve in curves if family(model) == kind]
-        if mine:
-            path = curve_figure(out, kind)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            plot_curves([r for _, curve in mine for r in curve], path, f"Learning curves of the {name} (validation split)",
-                        x="epoch", faint=frozenset(curve[0]["recipe"] for row, curve in mine if row["best"] != "True"))
+    for kind, mine in curves_by_family(curves).items():
+        path = curve_figure(out, kind)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot_curves([r for _, curve in mine for r in curve], path,
+                    f"Learning curves of the {FAMILY_NAMES[kind]} (validation split)",
+                    x="epoch", faint=frozenset(curve[0]["recipe"] for row, curve in mine if row["best"] != "True"))
 
 
 def curve_rows(curves: list[tuple[str, dict, list[dict]]]) -> list[list]:
@@ -653,7 +659,9 @@ def curve_rows(curves: list[tuple[str, dict, list[dict]]]) -> list[list]:
     return rows
 
 
-def render_results(args, out: Path, state: dict) -> str:
+def render_results(args, out: Path, state: dict, curves: list | None = None) -> str:
+    """RESULTS.md's text from the saved files; `curves`: `trial_curves(out, state)` when the
+    caller has read them already."""
     report = out / "report"
     results = json.loads((report / "results.json").read_text())
     metrics = {_row_model(r["model"]): r for r in results["metrics"]}
@@ -699,7 +707,7 @@ def render_results(args, out: Path, state: dict) -> str:
         L += ["", "Search space per model (each search's `search.json`): learning rate log-uniform between the "
               "bounds, batch size one of those listed.", "",
               _table(["Model", "Learning rate", "Batch sizes", "Epochs per trial"], space)]
-    curves = trial_curves(out, state)
+    curves = trial_curves(out, state) if curves is None else curves
     if curves:
         L += ["", "## Learning curves", "",
               "Every trial of every search after each epoch (each run's `history.csv`; at the cpu budget an epoch is "
@@ -707,7 +715,7 @@ def render_results(args, out: Path, state: dict) -> str:
               "the others dashed. The gain over the last quarter of the epochs tells a curve still rising from one "
               "that has levelled off.", ""]
         L += [f"![Learning curves of the {FAMILY_NAMES[kind]}]({_rel(curve_figure(out, kind))})\n"
-              for kind in FAMILY_NAMES if any(family(m) == kind for m, _, _ in curves)]
+              for kind in curves_by_family(curves)]
         L.append(_table(["Model", "Trial", "Learning rate", "Batch size", "Epochs", "Val AUC, epoch 1", "Val AUC, last",
                          "Best val AUC (epoch)", "Gain, last quarter", "Val accuracy, last, %", "Test accuracy, %",
                          "Best trial"], curve_rows(curves)))
@@ -778,8 +786,9 @@ def render_results(args, out: Path, state: dict) -> str:
 
 
 def write_results(args, out: Path, state: dict) -> Path:
-    write_curve_figures(out, trial_curves(out, state))
-    text = render_results(args, out, state)
+    curves = trial_curves(out, state)
+    write_curve_figures(out, curves)
+    text = render_results(args, out, state, curves)
     path = REPO / "RESULTS.md" if args.results is None else Path(args.results)
     atomic_write_text(path, text)
     return path
