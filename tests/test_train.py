@@ -133,16 +133,38 @@ def test_teacher_hard_labels_reach_the_distillation_head():
         def predict_on_batch(self, x):
             return {"score": (x[:, 0, 0, :1] >= 3).astype("float32") * 0.9 + 0.05}
 
-    packed = training._with_teacher_labels(ds, Teacher(), batch_size=4)
-    y = np.stack([e["label"] for e in packed.as_numpy_iterator()])
-    cls, teacher = np.mod(y, 2), np.floor_divide(y, 2)
-    np.testing.assert_array_equal(cls, labels)
-    np.testing.assert_array_equal(teacher, [0, 0, 0, 1, 1, 1])
-    t = training.targets(tf.constant(cls[:, None]), ["score", "heatmap", "cls_logit", "distill_logit"],
-                         teacher=tf.constant(teacher[:, None]))
+    tiles = list(training._with_teacher_labels(ds, Teacher(), batch_size=4).as_numpy_iterator())
+    np.testing.assert_array_equal([e["label"] for e in tiles], labels)
+    np.testing.assert_array_equal([e["teacher"] for e in tiles], [0, 0, 0, 1, 1, 1])
+    t = training.targets(tf.constant(labels[:, None]), ["score", "heatmap", "cls_logit", "distill_logit"],
+                         teacher=tf.constant([[0.0], [0], [0], [1], [1], [1]]))
     np.testing.assert_array_equal(t["cls_logit"].numpy()[:, 0], labels)
     np.testing.assert_array_equal(t["distill_logit"].numpy()[:, 0], [0, 0, 0, 1, 1, 1])
     assert t["heatmap"].shape == (6,)  # a dummy no loss reads
+
+
+def test_balanced_batches_with_a_teacher_draw_defective_tiles_by_their_own_label():
+    """Balancing picks defective tiles by the tile's label, not by what the teacher says of them:
+    half of each batch is defective, and every tile keeps its own teacher label."""
+    from kerasxai.data.pipeline import training_dataset
+
+    n = 64
+    images = np.zeros((n, 8, 8, 3), "uint8")
+    images[:, 0, 0, 0] = np.arange(n)  # identifies the tile
+    labels = (np.arange(n) % 4 == 0).astype("float32")  # 16 defective, 48 good
+    teacher = (np.arange(n) % 8 == 0).astype("float32")  # the teacher misses half of the defective tiles
+    ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels, "teacher": teacher})
+    batches = list(training_dataset(ds, 8, flips=False, seed=3, balance=True))
+    assert batches
+    for x, y in batches:
+        ids = x.numpy()[:, 0, 0, 0].astype(int)
+        assert y.shape == (len(ids), 2)
+        np.testing.assert_array_equal(y.numpy()[:, 0], labels[ids])
+        np.testing.assert_array_equal(y.numpy()[:, 1], teacher[ids])
+    drawn = np.concatenate([y.numpy()[:, 0] for _, y in batches])
+    assert drawn.mean() == pytest.approx(0.5, abs=0.1)
+    ids = np.concatenate([x.numpy()[:, 0, 0, 0] for x, _ in batches]).astype(int)
+    assert set(ids[labels[ids] == 1]) == set(np.flatnonzero(labels))  # the teacher's misses and hits alike
 
 
 # ---------------------------------------------------------------- training runs

@@ -497,7 +497,9 @@ def augment_image(image, seed, aug) -> tf.Tensor:
 
 def training_dataset(source, batch_size: int, *, flips: bool = True, shuffle: bool = True, seed: int = 0,
                      balance: bool = False, augment=None):
-    """Batches ``(image float32 (B,S,S,3) in 0..255, label float32 (B,1))`` for ``model.fit``.
+    """Batches ``(image float32 (B,S,S,3) in 0..255, label float32 (B,1))`` for ``model.fit``;
+    tiles that carry a ``teacher`` field (a distillation teacher's hard label) give (B,2): the
+    label, then the teacher's.
 
     Random h/v flips (p=0.5 each, ``random_flip``), the ``augment`` settings of
     :func:`augment_image` (a ``kerasxai.config.AugmentConfig``; None: flips only), shuffling
@@ -532,6 +534,8 @@ def training_dataset(source, batch_size: int, *, flips: bool = True, shuffle: bo
         image = e["image"]
         if s is not None and augment is not None:
             image = augment_image(tf.cast(image, tf.float32), s, augment)
+        if "teacher" in e:
+            return image, tf.stack([tf.cast(e["label"], tf.float32), tf.cast(e["teacher"], tf.float32)])
         return image, tf.reshape(e["label"], [1])
 
     if flips or augment is not None:  # one stateless seed per element: reproducible for `seed`, new every epoch

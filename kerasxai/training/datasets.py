@@ -86,9 +86,7 @@ def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[
         train_src = _with_teacher_labels(train_src.dataset(), teacher_model, bs)
         train = training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed, balance=t.balance,
                                  augment=t.augment)
-        # labels were packed as label + 2 * teacher_label (see _with_teacher_labels)
-        train = train.map(lambda x, y: (x, targets(tf.math.floormod(y, 2.0), output_names,
-                                                   teacher=tf.math.floordiv(y, 2.0))))
+        train = train.map(lambda x, y: (x, targets(y[:, :1], output_names, teacher=y[:, 1:])))
     else:
         train = with_targets(training_dataset(train_src, bs, flips=t.flips, shuffle=True, seed=t.seed,
                                               balance=t.balance, augment=t.augment))
@@ -111,10 +109,10 @@ def make_datasets(cfg: Config, prepared_dir, output_names, batch_size: Optional[
 
 
 def _with_teacher_labels(ds, teacher_model, batch_size: int):
-    """Replace each tile's label by ``label + 2 * teacher_label`` (teacher's hard prediction).
+    """Each tile with a ``teacher`` field: the teacher's hard prediction (0 or 1) beside its label.
 
-    The teacher runs once over the (unflipped) training tiles; packing both labels into the
-    one float the pipeline carries keeps `training_dataset` (flips, shuffle, batching) as is.
+    The teacher runs once over the (unflipped) training tiles. The label stays the tile's own,
+    so balancing draws defective tiles by it, whatever the teacher says of them.
     """
     import tensorflow as tf
 
@@ -125,4 +123,4 @@ def _with_teacher_labels(ds, teacher_model, batch_size: int):
         preds.append(np.asarray(out["score"] if isinstance(out, dict) else out).reshape(-1))
     hard = (np.concatenate(preds) > 0.5).astype("float32") if preds else np.zeros(0, "float32")
     teacher = tf.data.Dataset.from_tensor_slices(hard)
-    return tf.data.Dataset.zip((ds, teacher)).map(lambda e, t: dict(e, label=e["label"] + 2.0 * t))
+    return tf.data.Dataset.zip((ds, teacher)).map(lambda e, t: dict(e, teacher=t))
