@@ -128,7 +128,7 @@ class TrainConfig:
     precision: str = choice(Precision.float32)  # dtype policy of the model: float32 | mixed_bfloat16 (see README)
     bn_momentum: Optional[float] = 0.9  # BatchNormalization momentum (null: the model's own, 0.999 for MobileNetV3)
     balance: bool = True  # oversample defective tiles to 50% in training batches
-    teacher_run: Optional[str] = None  # DeiT-distilled: run folder of the teacher model
+    teacher_run: Optional[str] = None  # DeiT-distilled: run folder (or shipped model name) of the teacher
     tensorboard_images: int = 8  # validation tiles drawn with their maps in TensorBoard every epoch; 0: off
     runs_dir: str = "runs"
     seed: int = 42

@@ -84,6 +84,18 @@ def test_bad_config_value_fails_before_training(tmp_path, capsys, override, key)
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # nothing started
 
 
+def test_teacher_run_takes_a_shipped_model_by_name():
+    from kerasxai.config import ConfigError
+    from kerasxai.training.checks import check_config
+
+    cfg = load_config(None, ["data.reader=synthetic", "model.name=deit_tiny_distilled_patch16_224",
+                             "train.teacher_run=deeppcb-mobilenetv3_large_d"])
+    check_config(cfg)  # the shipped locator is a finished run folder
+    cfg.train.teacher_run = "deeppcb-no-such-model"
+    with pytest.raises(ConfigError, match="train.teacher_run.*shipped"):
+        check_config(cfg)
+
+
 def test_optimizer_defaults_follow_table_3_1():
     cnn = load_config(None, ["data.reader=synthetic", "model.name=mobilenetv3_large"])
     vit = load_config(None, ["data.reader=synthetic", "model.name=deit_tiny_patch16_224"])

@@ -40,7 +40,11 @@ def check_config(cfg: Config) -> None:
         need(0 <= a.brightness < 1, "train.augment.brightness", f"must be in [0, 1), got {a.brightness}")
         need(0 <= a.contrast < 1, "train.augment.contrast", f"must be in [0, 1), got {a.contrast}")
     if t.teacher_run:
-        need(Path(t.teacher_run, runs.CONFIG).is_file() and Path(t.teacher_run, runs.BEST).is_file(),
+        try:
+            teacher = runs.resolve_run(t.teacher_run)
+        except runs.RunError as exc:
+            need(False, "train.teacher_run", str(exc))
+        need((teacher / runs.CONFIG).is_file() and (teacher / runs.BEST).is_file(),
              "train.teacher_run", f"'{t.teacher_run}' is not a finished run folder (needs config.yaml and best.keras)")
     w = cfg.model.weights
     if w not in (None, "", "imagenet"):
