@@ -495,6 +495,9 @@ def augment_image(image, seed, aug) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+TEACHER = "teacher"  # a decoded tile's field: a distillation teacher's hard label (0 or 1)
+
+
 def training_dataset(source, batch_size: int, *, flips: bool = True, shuffle: bool = True, seed: int = 0,
                      balance: bool = False, augment=None):
     """Batches ``(image float32 (B,S,S,3) in 0..255, label float32 (B,1))`` for ``model.fit``;
@@ -534,8 +537,8 @@ def training_dataset(source, batch_size: int, *, flips: bool = True, shuffle: bo
         image = e["image"]
         if s is not None and augment is not None:
             image = augment_image(tf.cast(image, tf.float32), s, augment)
-        if "teacher" in e:
-            return image, tf.stack([tf.cast(e["label"], tf.float32), tf.cast(e["teacher"], tf.float32)])
+        if TEACHER in e:
+            return image, tf.stack([tf.cast(e["label"], tf.float32), tf.cast(e[TEACHER], tf.float32)])
         return image, tf.reshape(e["label"], [1])
 
     if flips or augment is not None:  # one stateless seed per element: reproducible for `seed`, new every epoch

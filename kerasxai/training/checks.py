@@ -43,7 +43,7 @@ def check_config(cfg: Config) -> None:
         try:
             teacher = runs.resolve_run(t.teacher_run)
         except runs.RunError as exc:
-            need(False, "train.teacher_run", str(exc))
+            raise ConfigError(f"key 'train.teacher_run': {exc}") from None
         need((teacher / runs.CONFIG).is_file() and (teacher / runs.BEST).is_file(),
              "train.teacher_run", f"'{t.teacher_run}' is not a finished run folder (needs config.yaml and best.keras)")
     w = cfg.model.weights

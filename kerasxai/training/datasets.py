@@ -123,4 +123,6 @@ def _with_teacher_labels(ds, teacher_model, batch_size: int):
         preds.append(np.asarray(out["score"] if isinstance(out, dict) else out).reshape(-1))
     hard = (np.concatenate(preds) > 0.5).astype("float32") if preds else np.zeros(0, "float32")
     teacher = tf.data.Dataset.from_tensor_slices(hard)
-    return tf.data.Dataset.zip((ds, teacher)).map(lambda e, t: dict(e, teacher=t))
+    from kerasxai.data.pipeline import TEACHER
+
+    return tf.data.Dataset.zip((ds, teacher)).map(lambda e, t: {**e, TEACHER: t})
